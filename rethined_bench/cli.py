@@ -1,0 +1,241 @@
+"""``rbench``: models, devices, doctor, export, run, report.
+
+User errors (unknown names, unsupported sizes, missing dependencies, unreachable devices, corrupt artifacts) print
+one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import RbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Export inpainting networks per vendor and benchmark them (RETHINED, MI-GAN, CoordFill).")
+console = Console()
+err_console = Console(stderr=True)
+
+ProfilesOption = Annotated[Optional[Path], typer.Option("--profiles", help="Extra device profiles directory "
+                                                        "(or RBENCH_PROFILES).")]
+DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).")]
+
+
+@app.command()
+def models() -> None:
+    """List registered models with their variants, parameter counts and accepted resolutions."""
+    from .models import create_model, get_model_spec, list_models
+
+    table = Table("model", "variants", "params", "paper params", "resolutions", "summary")
+    for name in list_models():
+        spec = get_model_spec(name)
+        params = sum(p.numel() for p in create_model(name).parameters())
+        paper = spec.paper_claims.get("table3", {}).get("params")
+        c = spec.constraint
+        rule = f"multiples of {c.multiple_of}, ≥{c.minimum}" + (", square" if c.square else "")
+        table.add_row(name, ", ".join(spec.variants), f"{params:,}", f"{paper}M" if paper else "", rule,
+                      spec.summary)
+    console.print(table)
+
+
+@app.command()
+def devices(profiles: ProfilesOption = None) -> None:
+    """List device profiles: runner, target, precision, and whether rbench can reach the device from here."""
+    from .devices import load_profiles
+    from .runners import get_runner, runner_names
+
+    table = Table("device", "display", "runner", "target", "reachable here")
+    for profile in load_profiles(profiles).values():
+        if profile.runner in runner_names():
+            availability = get_runner(profile.runner).availability()
+            reach = "yes" if availability.ok else f"no: {availability.reason}"
+        else:
+            reach = f"no: runner {profile.runner} is not part of this rbench version"
+        table.add_row(profile.name, profile.display, profile.runner, f"{profile.target} {profile.precision}", reach)
+    console.print(table)
+
+
+@app.command()
+def doctor(profiles: ProfilesOption = None) -> None:
+    """Check each runner's requirements on this machine and say what to install or configure."""
+    from .devices import load_profiles
+    from .runners import get_runner, runner_names
+
+    used = {p.runner for p in load_profiles(profiles).values()}
+    table = Table("runner", "status", "why", "fix")
+    for name in sorted(used | set(runner_names())):
+        if name not in runner_names():
+            table.add_row(name, "[yellow]missing[/]", "not part of this rbench version", "")
+            continue
+        availability = get_runner(name).availability()
+        status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
+        table.add_row(name, status, availability.reason, availability.fix)
+    console.print(table)
+
+
+@app.command()
+def export(
+    target: Annotated[str, typer.Option(help="onnx (others: see `rbench doctor`).")] = "onnx",
+    model: Annotated[list[str], typer.Option("--model", help="Model name (repeatable).")] = ["rethined"],
+    res: Annotated[list[int], typer.Option("--res", help="Square resolution (repeatable).")] = [1024],
+    variant: Annotated[Optional[str], typer.Option(help="Model variant (default: the model's first).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or fp16 (default: the device's, else fp32).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Take target settings from this device profile.")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18; 13 for TensorRT 8.2).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Checkpoint to load (strict).")] = None,
+    out: Annotated[Path, typer.Option(help="Artifacts directory.")] = Path("artifacts"),
+    parity: Annotated[bool, typer.Option(help="Check the artifact against PyTorch fp32 where it can run here.")] = True,
+    profiles: ProfilesOption = None,
+) -> None:
+    """Export deploy-ready artifacts (one per model × resolution) with a manifest each."""
+    from exporters import ExportRequest, export as export_artifact, get_exporter
+
+    from .devices import get_profile
+    from .sweep import export_options
+
+    options = {}
+    if device:
+        profile = get_profile(device, profiles)
+        target, precision = profile.target, precision or profile.precision
+        options = export_options(profile)
+    if opset is not None:
+        options["opset"] = opset
+    exporter = get_exporter(target)
+    for name in model:
+        for size in res:
+            request = ExportRequest(name, size, size, target, variant=variant, precision=precision or "fp32",
+                                    weights=str(weights) if weights else None, options=options)
+            artifact = export_artifact(request, exporter, out, check_parity=parity)
+            check = artifact.manifest.get("parity", {})
+            detail = (f"max abs error {check['max_abs_error']:.2e}" if "max_abs_error" in check
+                      else check.get("reason", "parity not checked"))
+            console.print(f"{artifact.path}  ({artifact.manifest['size_bytes'] / 2**20:.1f} MiB, {detail})")
+
+
+@app.command()
+def run(
+    device: Annotated[str, typer.Option(help="Device profile name (see `rbench devices`).")] = "host-cpu",
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model (repeatable; default all).")] = None,
+    res: Annotated[Optional[list[int]], typer.Option("--res", help="Resolution (repeatable).")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant (default: all).")] = None,
+    db: DbOption = Path("results/rbench.sqlite"),
+    artifacts: Annotated[Path, typer.Option(help="Artifacts directory.")] = Path("artifacts"),
+    force: Annotated[bool, typer.Option(help="Measure cells already stored for the same artifact.")] = False,
+    processes: Annotated[int, typer.Option(help="Fresh processes per cell.")] = 3,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per process.")] = 1,
+    min_iters: Annotated[int, typer.Option(help="Minimum timed iterations per process.")] = 5,
+    min_time: Annotated[float, typer.Option(help="Minimum timed seconds per process.")] = 1.0,
+    max_time: Annotated[float, typer.Option(help="Cap on timed seconds per process.")] = 30.0,
+    profiles: ProfilesOption = None,
+) -> None:
+    """Measure every selected (model, variant, resolution) cell on a device and store the results."""
+    from .devices import get_profile
+    from .measure.protocol import Protocol
+    from .models import BENCH_RESOLUTIONS, get_model_spec, list_models
+    from .store import ResultStore
+    from .sweep import Cell, Sweep
+
+    profile = get_profile(device, profiles)
+    try:
+        protocol = Protocol(processes=processes, warmup=warmup, min_iters=min_iters, min_time_s=min_time,
+                            max_time_s=max_time)
+    except ValueError as exc:
+        raise RbenchError(str(exc)) from exc
+    cells = []
+    for name in model or list_models():
+        spec = get_model_spec(name)
+        for var in variant or list(spec.variants):
+            spec.variant_options(var)
+            cells += [Cell(name, var, size) for size in res or BENCH_RESOLUTIONS]
+    sweep = Sweep(profile, ResultStore(db), protocol, artifacts, force=force)
+    sweep.check_runner()
+    counts = {"ok": 0, "failed": 0, "unsupported": 0, "skipped": 0}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{profile.name}", total=len(cells))
+
+        def report(outcome) -> None:
+            counts[outcome.status] += 1
+            colour = {"ok": "green", "skipped": "dim", "unsupported": "yellow"}.get(outcome.status, "red")
+            bar.console.print(f"[{colour}]{outcome.status:>11}[/] {outcome.cell.label}: {outcome.detail}")
+            bar.advance(task)
+
+        for cell in cells:
+            bar.update(task, description=f"{profile.name} {cell.label}")
+            report(sweep.run_cell(cell))
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    if counts["skipped"] == len(cells):
+        console.print(f"Nothing to measure: all {len(cells)} cells are already stored in {db} for these artifacts "
+                      "and this protocol (use --force to measure again).")
+    else:
+        console.print(f"{summary}; results in {db}")
+
+
+@app.command()
+def report(
+    device: Annotated[Optional[str], typer.Option(help="Device (default: every device in the store).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="markdown, json or csv; omit to print.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory or file.")] = Path("reports"),
+    db: DbOption = Path("results/rbench.sqlite"),
+    profiles: ProfilesOption = None,
+) -> None:
+    """Write the paper-style tables from the results store (or print them)."""
+    from .devices import get_profile
+    from .report.render import FORMATS, write_report
+    from .report.tables import table3
+    from .store import ResultStore
+
+    if format is not None and format not in FORMATS:
+        raise RbenchError(f"unknown format '{format}'; choose one of: {', '.join(FORMATS)}")
+    if not db.is_file():
+        raise RbenchError(f"no results database at {db}; run `rbench run` first")
+    store = ResultStore(db)
+    names = [device] if device else store.devices()
+    if not names:
+        raise RbenchError(f"{db} holds no results yet; run `rbench run` first")
+    for name in names:
+        profile = get_profile(name, profiles)
+        results = store.latest(name)
+        if not results:
+            raise RbenchError(f"{db} has no results for device {name}")
+        if format is None:
+            frame = table3(results)
+            table = Table(*frame.columns, title=f"{profile.display}: Table 3")
+            for row in frame.itertuples(index=False):
+                table.add_row(*(str(v) for v in row))
+            console.print(table)
+        else:
+            console.print(f"wrote {write_report(profile, results, format, out)}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except RbenchError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except KeyboardInterrupt:
+        err_console.print("interrupted; completed cells are stored")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class RbenchError(Exception):
+    """An error the user can fix (bad argument, missing dependency, unreachable device, corrupt artifact)."""
+
+    exit_code = 2
+
+
+class UnknownNameError(RbenchError):
+    """An unknown model, variant, device or target name."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]) -> None:
+        super().__init__(f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(choices))}")
+
+
+class UnsupportedResolutionError(RbenchError):
+    """The model cannot take this input size."""
+
+
+class MissingDependencyError(RbenchError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"{package} is not installed; install it with: pip install 'rethined-bench[{extra}]'")
+
+
+class DeployMismatchError(RuntimeError):
+    """The deploy (inference) form does not reproduce the train-time form: a bug, not a user error."""
+
+
+class ParityError(RuntimeError):
+    """An exported artifact does not reproduce the PyTorch fp32 reference within tolerance."""

@@ -1,0 +1,116 @@
+"""Work counts: parameters, fvcore MACs (the paper's "FLOPs"), FlopCounterMode FLOPs, and bytes moved.
+
+Units are named, never mixed (measurement.md §7): ``fvcore_gmacs`` counts one multiply-add as one (fvcore's own
+convention, what RETHINED's Table 3 reports) and lists the ops it skipped; ``gflops`` counts 2 per multiply-add and
+includes attention (torch ``FlopCounterMode``), on the meta device so 4096² needs no memory; ``bytes`` estimates
+memory traffic as weights read once plus every non-view activation written once and read once.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..inputs import make_inputs
+
+
+@dataclass
+class WorkCounts:
+    params: int
+    fvcore_gmacs: float | None
+    fvcore_skipped_ops: dict[str, int]
+    gflops: float
+    bytes: int
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to("meta").eval()
+
+
+def _meta_inputs(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.empty(1, 3, height, width, device="meta"), torch.empty(1, 1, height, width, device="meta"))
+
+
+def flop_counter_gflops(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, float]]:
+    """Total GFLOPs (2 per MAC, attention included) and GFLOPs per top-level child module, on the meta device."""
+    meta_model = _meta_copy(model)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta_model(*_meta_inputs(height, width))
+    per_module = counter.get_flop_counts()
+    root = type(meta_model).__name__
+    stages = {name: sum(per_module.get(f"{root}.{name}", {}).values()) / 1e9
+              for name, _ in meta_model.named_children()}
+    return counter.get_total_flops() / 1e9, {k: v for k, v in stages.items() if v}
+
+
+class _BytesMode(TorchDispatchMode):
+    """Sums the bytes of every op output that is not a view of its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.activation_bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(r.alias_info is not None for r in func._schema.returns):
+            for tensor in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(tensor, torch.Tensor):
+                    self.activation_bytes += tensor.numel() * tensor.element_size()
+        return out
+
+
+def bytes_moved(model: nn.Module, height: int, width: int) -> int:
+    """Estimated memory traffic of one inference: weights + inputs read once, activations written and read once."""
+    meta_model = _meta_copy(model)
+    inputs = _meta_inputs(height, width)
+    mode = _BytesMode()
+    with mode, torch.no_grad():
+        meta_model(*inputs)
+    weights = sum(t.numel() * t.element_size() for t in list(meta_model.parameters()) + list(meta_model.buffers()))
+    input_bytes = sum(t.numel() * t.element_size() for t in inputs)
+    return int(weights + input_bytes + 2 * mode.activation_bytes)
+
+
+def fvcore_macs(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, int], dict[str, float]]:
+    """fvcore's count in GMACs, the ops it skipped (name → occurrences), and GMACs per top-level child.
+
+    fvcore traces a real forward pass, so this costs one inference at (height, width).
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    image, mask = make_inputs(height, width)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model.eval(), (image, mask))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        total = analysis.total() / 1e9
+        by_module = analysis.by_module()
+        skipped = dict(sorted(analysis.unsupported_ops().items()))
+    stages = {name: by_module.get(name, 0) / 1e9 for name, _ in model.named_children()}
+    return total, skipped, {k: v for k, v in stages.items() if v}
+
+
+def work_counts(model: nn.Module, height: int, width: int, *, fvcore: bool = True) -> WorkCounts:
+    """All counts for one (model, resolution); ``stages`` holds fvcore GMACs and GFLOPs per top-level module."""
+    gflops, flop_stages = flop_counter_gflops(model, height, width)
+    gmacs, skipped, mac_stages = fvcore_macs(model, height, width) if fvcore else (None, {}, {})
+    stages = {name: {"gflops": flop_stages.get(name, 0.0), "fvcore_gmacs": mac_stages.get(name, 0.0)}
+              for name in sorted(set(flop_stages) | set(mac_stages))}
+    return WorkCounts(params=count_params(model), fvcore_gmacs=gmacs, fvcore_skipped_ops=skipped, gflops=gflops,
+                      bytes=bytes_moved(model, height, width), stages=stages)

@@ -1,0 +1,132 @@
+"""The timing protocol, runner-neutral: load (cold), first inference, warm-up, timed iterations, warm reload.
+
+Timed iterations run until both ``min_iters`` and ``min_time_s`` are reached, but stop at ``max_time_s`` so a
+20 s/iteration cell still finishes (the cell then records ``capped``). A cell repeats this in ``processes`` fresh
+processes: the unit of replication (measurement.md §3).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exporters.base import Artifact
+
+from ..inputs import make_inputs
+from ..runners.base import Runner
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Defaults fit a 2-core host: 3 processes × (1 warm-up + ≥5 iterations and ≥1 s), capped at 30 s each."""
+
+    processes: int = 3
+    warmup: int = 1
+    min_iters: int = 5
+    min_time_s: float = 1.0
+    max_time_s: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.processes < 1 or self.min_iters < 1 or self.warmup < 0:
+            raise ValueError("processes and min_iters must be >= 1, warmup >= 0")
+        if self.max_time_s <= 0 or self.min_time_s < 0:
+            raise ValueError("max_time_s must be > 0 and min_time_s >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """Stable short hash: results are resumed only under the same protocol."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ProcessTiming:
+    """What one fresh process measured (all times in ms)."""
+
+    load_cold_ms: float
+    load_warm_ms: float
+    first_inference_ms: float
+    samples_ms: list[float]
+    capped: bool
+    rss_before_load_mb: float
+    rss_after_load_mb: float
+    peak_rss_mb: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inference_peak_delta_mb(self) -> float:
+        """Peak RSS during inference above the loaded model's RSS (CPU runners)."""
+        return max(self.peak_rss_mb - self.rss_after_load_mb, 0.0)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def timed_iterations(run: Any, protocol: Protocol) -> tuple[list[float], bool]:
+    """Call ``run()`` until min_iters and min_time are both met or max_time is reached; returns (ms, capped)."""
+    samples: list[float] = []
+    started = time.perf_counter()
+    while True:
+        begin = time.perf_counter()
+        run()
+        end = time.perf_counter()
+        samples.append((end - begin) * 1e3)
+        elapsed = end - started
+        if len(samples) >= protocol.min_iters and elapsed >= protocol.min_time_s:
+            return samples, False
+        if elapsed >= protocol.max_time_s:
+            return samples, len(samples) < protocol.min_iters or elapsed < protocol.min_time_s
+
+
+def measure_process(runner: Runner, artifact: Artifact, protocol: Protocol) -> ProcessTiming:
+    """One process's share of a cell: cold load, first inference, warm-up, timed loop, then a warm reload."""
+    height, width = artifact.manifest["resolution"]
+    image, mask = make_inputs(height, width, seed=protocol.seed)
+    inputs = {"image": image.numpy(), "mask": mask.numpy()}
+    gc.collect()
+    rss_before = _rss_mb()
+    begin = time.perf_counter()
+    loaded = runner.load(artifact)
+    load_cold = (time.perf_counter() - begin) * 1e3
+    rss_after = _rss_mb()
+
+    begin = time.perf_counter()
+    output = loaded.infer(inputs)
+    first = (time.perf_counter() - begin) * 1e3
+    _check_finite(output)
+    for _ in range(protocol.warmup):
+        loaded.infer(inputs)
+    samples, capped = timed_iterations(lambda: loaded.infer(inputs), protocol)
+    peak = _peak_rss_mb()
+
+    del loaded
+    gc.collect()
+    begin = time.perf_counter()
+    runner.load(artifact)
+    load_warm = (time.perf_counter() - begin) * 1e3
+    return ProcessTiming(load_cold, load_warm, first, samples, capped, rss_before, rss_after, peak,
+                         runner.settings())
+
+
+def _check_finite(output: Any) -> None:
+    arrays = output if isinstance(output, (list, tuple)) else [output]
+    for array in arrays:
+        if not np.all(np.isfinite(np.asarray(array))):
+            raise RuntimeError("the artifact produced non-finite outputs (NaN or inf)")

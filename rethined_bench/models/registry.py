@@ -1,0 +1,187 @@
+"""Model registry in the style of timm: models register a factory, users create them by name.
+
+A registered model is an inpainting *pipeline*: ``forward(image, mask) -> image`` with ``image`` (B,3,H,W) in [0,1],
+``mask`` (B,1,H,W) in {0,1} with 1 = hole, and the composited result at the input's resolution (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import RbenchError, UnknownNameError, UnsupportedResolutionError
+
+BENCH_RESOLUTIONS = (1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class ResolutionConstraint:
+    """Which (H, W) a model accepts: both multiples of ``multiple_of``, at least ``minimum``, square if asked."""
+
+    multiple_of: int
+    minimum: int
+    square: bool = False
+    why: str = ""
+
+    def check(self, height: int, width: int) -> None:
+        """Raise :class:`UnsupportedResolutionError` with a one-line reason if (height, width) is not accepted."""
+        problems = []
+        if height % self.multiple_of or width % self.multiple_of:
+            problems.append(f"height and width must be multiples of {self.multiple_of}")
+        if min(height, width) < self.minimum:
+            problems.append(f"at least {self.minimum}")
+        if self.square and height != width:
+            problems.append("square")
+        if problems:
+            reason = f" ({self.why})" if self.why else ""
+            raise UnsupportedResolutionError(
+                f"resolution {height}x{width} is not supported: {', '.join(problems)}{reason}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything rbench knows about a registered model besides its weights."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    summary: str
+    constraint: ResolutionConstraint
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
+    paper_key: str | None = None
+
+    @property
+    def default_variant(self) -> str:
+        return next(iter(self.variants))
+
+    @property
+    def paper_claims(self) -> dict[str, Any]:
+        """This model's numbers from the papers' tables (``paper_claims.toml``), keyed by table."""
+        return paper_claims_for(self.paper_key) if self.paper_key else {}
+
+    def variant_options(self, variant: str | None) -> dict[str, Any]:
+        variant = variant or self.default_variant
+        if variant not in self.variants:
+            raise UnknownNameError(f"variant of {self.name}", variant, list(self.variants))
+        return dict(self.variants[variant])
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    summary: str,
+    constraint: ResolutionConstraint,
+    variants: dict[str, dict[str, Any]] | None = None,
+    paper_key: str | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is registered twice")
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            constraint=constraint,
+            variants=variants or {"default": {}},
+            paper_key=paper_key,
+        )
+        return factory
+
+    return decorate
+
+
+def _ensure_builtin_models() -> None:
+    from . import _builtin  # noqa: F401  (imports register the built-in models)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    _ensure_builtin_models()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        raise UnknownNameError("model", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    variant: str | None = None,
+    *,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build the pipeline module of a registered model, in eval mode.
+
+    Weights are seeded random (``seed``) unless ``weights`` names a checkpoint, loaded with ``weights_only=True``
+    and ``strict=True`` into the model's native network (``.net`` where the model has one).
+    """
+    spec = get_model_spec(name)
+    kwargs = spec.variant_options(variant) | options
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.factory(**kwargs)
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a released checkpoint strictly into ``model.net`` (or ``model``); clear one-line errors on mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise RbenchError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise RbenchError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    target = getattr(model, "net", model)
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise RbenchError(f"weights {path} do not match the model: {first}") from exc
+
+
+@cache
+def _paper_claims() -> dict[str, Any]:
+    text = resources.files("rethined_bench.data").joinpath("paper_claims.toml").read_text()
+    return tomllib.loads(text)
+
+
+def paper_claims() -> dict[str, Any]:
+    """All of ``paper_claims.toml``: the source papers' tables as data."""
+    return _paper_claims()
+
+
+def paper_claims_for(key: str) -> dict[str, Any]:
+    """One model's rows from the RETHINED paper's tables: ``{"table2": {device: {...}}, "table3": {...}}``."""
+    rethined = _paper_claims()["rethined"]
+    out: dict[str, Any] = {}
+    table2 = {dev: row[key] for dev, row in rethined["table2"]["devices"].items() if key in row}
+    if table2:
+        out["table2"] = table2
+    if key in rethined["table3"]:
+        out["table3"] = rethined["table3"][key]
+    if key in rethined["table1"]:
+        out["table1_time_ms"] = rethined["table1"][key]["time"]
+    return out

@@ -1,0 +1,286 @@
+"""RETHINED (Sanchez et al., WACV 2025): coarse CNN + NeuralPatchMatch at low resolution, Attention Upscaling to HR.
+
+An independent re-implementation from the paper (Sections 3.1-3.5) and the facts in ``reference/models.md``. It does
+not copy the public code's bugs (models.md §2.7):
+
+- a patch is a hole patch if *any* of its pixels is a hole (max-pool), not only its top-left pixel;
+- hole queries may attend to *every* known patch and never to a hole patch; known patches keep their own content;
+- attention masking uses a finite additive bias (-1e4, exact in fp16) plus a multiplicative re-mask, computed at
+  run time from the mask: no N×N buffer, no ±1e8, no bool ``Where``;
+- the SE-free blocks need no shape-dependent pooling; the scale ratio HR/LR must be an exact integer (checked);
+- the HR result is composited with the known HR pixels, and hole HF comes only from known patches.
+
+Pipeline (mask 1 = hole):
+
+1. LR input: area-downsample the known image to ``lr_size``; an LR pixel is a hole if any HR pixel under it is.
+2. Coarse CNN (encoder-decoder of MobileOne-style depthwise-separable rep-blocks) → sigmoid image, composited.
+3. NeuralPatchMatch: tokens = ``pixel_unshuffle(coarse, P)`` (+ the encoder feature map at stride P), W_q/W_k to
+   d_k, softmax(QKᵀ/√d_k) over known keys; hole tokens take ``A·V``, known tokens keep theirs; ``pixel_shuffle``;
+   coherence conv; composite at LR.
+4. Attention Upscaling (HR = s·LR): ``base = bilinear(x̂_LR)``; HF of the HR image (hole filled with ``base``) minus
+   its Gaussian low-pass (σ = 2.01, 7 taps, as the official code); ``out = base + pixel_shuffle(A·HF_patches, s·P)``;
+   ``dense`` = the paper's weighted sum over all keys, ``topk`` = the k largest weights (gather; k = 1 is hard
+   attention).
+
+Default preset ``rethined`` (4,381,606 parameters train-time, 4,343,718 deployed; the paper's Table 3 says 4.3M,
+which no released code matches):
+
+- ``lr_size=512``, ``patch_size=8``: paper §4 and Table 4 (P = 8 "balances reconstruction and latency").
+- ``d_k=576``: the official release's ``embed_dim`` (CrisalixSA/rethined@33d6e9f config); Table 5's 1024/2048 are
+  available as options.
+- feature conditioning on the stride-P encoder map (64² at 512, the token grid), as the official ``feature_i=3``.
+- coarse widths (32, 64, 160, 384, 1408) with depths (1, 2, 3, 4, 2): five stride-2 blocks of 3×3 depthwise +
+  1×1 pointwise + BatchNorm (paper §3.2), MobileOne k = 1 with scale and identity branches (paper §3.5); the width
+  of the deepest stage is what brings the total to the paper's 4.3M.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import DepthwiseSeparable, RepConvBlock, randomize_batchnorm
+from .pipeline import InpaintingPipeline
+from .registry import ResolutionConstraint, register_model
+
+MASK_BIAS = 1e4  # finite: exact in fp16 (max 65504), and exp(-1e4) underflows to 0 in every precision
+
+
+@dataclass(frozen=True)
+class RethinedConfig:
+    """Options for the paper's ablations (patch size, d_k, feature conditioning, LR size) and the upscaler."""
+
+    lr_size: int = 512
+    patch_size: int = 8
+    d_k: int = 576
+    feature_conditioning: bool = True
+    encoder_channels: tuple[int, ...] = (32, 64, 160, 384, 1408)
+    encoder_depths: tuple[int, ...] = (1, 2, 3, 4, 2)
+    branches: int = 1
+    upscale: str = "dense"
+    topk: int = 1
+    hf_sigma: float = 2.01
+    hf_taps: int = 7
+
+    def __post_init__(self) -> None:
+        if self.patch_size not in (8, 16, 32):
+            raise ValueError(f"patch_size must be 8, 16 or 32, not {self.patch_size}")
+        if self.upscale not in ("dense", "topk"):
+            raise ValueError(f"upscale must be 'dense' or 'topk', not {self.upscale!r}")
+        if self.lr_size % 32:
+            raise ValueError(f"lr_size must be a multiple of 32 (five stride-2 stages), not {self.lr_size}")
+        if len(self.encoder_channels) != 5 or len(self.encoder_depths) != 5:
+            raise ValueError("encoder_channels and encoder_depths need five stages")
+        if self.topk < 1 or self.hf_taps % 2 == 0:
+            raise ValueError("topk must be >= 1 and hf_taps odd")
+
+
+class CoarseNet(nn.Module):
+    """Encoder-decoder of depthwise-separable rep-blocks; returns the coarse image and the stride-``P`` feature."""
+
+    def __init__(self, channels: tuple[int, ...], depths: tuple[int, ...], branches: int, feature_stride: int):
+        super().__init__()
+        c = channels
+        self.feature_level = int(math.log2(feature_stride)) - 1  # stem is level 0 at stride 2
+        stem = [RepConvBlock(4, c[0], 3, 2, branches=branches)]
+        stem += [DepthwiseSeparable(c[0], c[0], 1, branches) for _ in range(depths[0] - 1)]
+        stages = [nn.Sequential(*stem)]
+        for i in range(1, 5):
+            blocks = [DepthwiseSeparable(c[i - 1], c[i], 2, branches)]
+            blocks += [DepthwiseSeparable(c[i], c[i], 1, branches) for _ in range(depths[i] - 1)]
+            stages.append(nn.Sequential(*blocks))
+        self.encoder = nn.ModuleList(stages)
+        # decoder level i: project c[i+1] -> c[i], upsample x2, add the encoder skip, refine (a DW-separable block)
+        self.project = nn.ModuleList(RepConvBlock(c[i + 1], c[i], 1, branches=branches) for i in range(4))
+        self.refine = nn.ModuleList(DepthwiseSeparable(c[i], c[i], 1, branches) for i in range(4))
+        self.head = nn.Sequential(
+            RepConvBlock(c[0], c[0], 3, 1, groups=c[0], branches=branches),
+            nn.Conv2d(c[0], 3, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        feature = skips[self.feature_level]
+        for i in reversed(range(4)):
+            x = F.interpolate(self.project[i](x), scale_factor=2.0, mode="nearest")
+            x = self.refine[i](x + skips[i])
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.head(x), feature
+
+
+def patches_to_tokens(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B,C,H,W) → (B, N, C·P²) with N = (H/P)(W/P); channel order (c, i, j) as ``pixel_unshuffle``."""
+    return F.pixel_unshuffle(x, patch).flatten(2).transpose(1, 2)
+
+
+def tokens_to_image(tokens: torch.Tensor, patch: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`patches_to_tokens` for a (H/P, W/P) token grid."""
+    return F.pixel_shuffle(tokens.transpose(1, 2).unflatten(2, grid), patch)
+
+
+class NeuralPatchMatch(nn.Module):
+    """Masked patch attention at LR (paper §3.3): ``A = softmax(QKᵀ/√d_k)`` restricted to known keys."""
+
+    def __init__(self, patch: int, feature_channels: int, d_k: int) -> None:
+        super().__init__()
+        token_dim = 3 * patch * patch + feature_channels
+        self.patch, self.d_k = patch, d_k
+        self.to_q = nn.Linear(token_dim, d_k, bias=False)
+        self.to_k = nn.Linear(token_dim, d_k, bias=False)
+        # coherence layer: a light conv that smooths transitions between mixed patches (paper §3.3)
+        self.coherence = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
+
+    def attention(self, coarse: torch.Tensor, feature: torch.Tensor | None, hole_tokens: torch.Tensor
+                  ) -> torch.Tensor:
+        """(B, N, N) attention; row i sums to 1 over the known keys (0 everywhere if the image has none)."""
+        tokens = patches_to_tokens(coarse, self.patch)
+        if feature is not None:
+            tokens = torch.cat([tokens, feature.flatten(2).transpose(1, 2)], dim=2)
+        logits = self.to_q(tokens) @ self.to_k(tokens).transpose(1, 2) * (1.0 / math.sqrt(self.d_k))
+        known_keys = (1.0 - hole_tokens).unsqueeze(1)  # (B, 1, N)
+        weights = torch.softmax(logits - MASK_BIAS * (1.0 - known_keys), dim=-1) * known_keys
+        return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, coarse: torch.Tensor, feature: torch.Tensor | None, mask_lr: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (LR result before compositing, attention (B,N,N), hole flag per token (B,N,1))."""
+        grid = (coarse.shape[-2] // self.patch, coarse.shape[-1] // self.patch)
+        hole_tokens = F.max_pool2d(mask_lr, self.patch, self.patch).flatten(1)  # any hole pixel → hole patch
+        attention = self.attention(coarse, feature, hole_tokens)
+        values = patches_to_tokens(coarse, self.patch)
+        hole = hole_tokens.unsqueeze(2)
+        mixed = hole * (attention @ values) + (1.0 - hole) * values
+        image = tokens_to_image(mixed, self.patch, grid)
+        return image + self.coherence(torch.cat([image, mask_lr], dim=1)), attention, hole
+
+
+def gaussian_taps(sigma: float, taps: int) -> torch.Tensor:
+    x = torch.arange(taps, dtype=torch.float64) - taps // 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (g / g.sum()).float()
+
+
+class GaussianLowPass(nn.Module):
+    """Separable Gaussian blur with normalised borders: ``conv(x) / conv(1)``, so no Pad op (reflect padding is
+    missing or restricted on some NPU/TensorRT versions) and no darkening at the image edge."""
+
+    def __init__(self, sigma: float, taps: int) -> None:
+        super().__init__()
+        self.register_buffer("taps", gaussian_taps(sigma, taps), persistent=False)
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        c, k = x.shape[1], self.taps.numel()
+        x = F.conv2d(x, self.taps.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
+        return F.conv2d(x, self.taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(x[:1, :1])
+        return self._blur(x) / self._blur(ones)
+
+
+def mix_dense(attention: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The paper's Eq. (4): every query is the attention-weighted sum of all tokens."""
+    return attention @ tokens
+
+
+def mix_topk(attention: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum over each query's ``k`` largest weights only (renormalised); a gather instead of an N×N matmul."""
+    batch, n, dim = tokens.shape
+    weights, index = torch.topk(attention, k, dim=-1)  # (B, N, k)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    offsets = (torch.arange(batch, device=tokens.device) * n).view(batch, 1, 1)
+    gathered = tokens.reshape(batch * n, dim)[(index + offsets).flatten()].view(batch, n, k, dim)
+    return (weights.unsqueeze(-1) * gathered).sum(dim=2)
+
+
+class AttentionUpscaling(nn.Module):
+    """Paper §3.4: reuse the LR attention to mix high-frequency HR patches; add them to the upsampled LR result."""
+
+    def __init__(self, patch: int, mode: str, k: int, sigma: float, taps: int) -> None:
+        super().__init__()
+        self.patch, self.mode, self.k = patch, mode, k
+        self.lowpass = GaussianLowPass(sigma, taps)
+
+    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        scale = known_image.shape[-1] // lr_result.shape[-1]
+        hr_patch = self.patch * scale
+        grid = (lr_result.shape[-2] // self.patch, lr_result.shape[-1] // self.patch)
+        base = F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
+        source = known_image + base * mask  # fill the hole first so its border adds no false high frequencies
+        high = patches_to_tokens(source - self.lowpass(source), hr_patch)
+        mixed = mix_dense(attention, high) if self.mode == "dense" else mix_topk(attention, high, self.k)
+        # known patches hold only known pixels (max-pool mask), which the pipeline composites back; so only the
+        # hole rows of ``mixed`` reach the output
+        return base + tokens_to_image(mixed, hr_patch, grid)
+
+
+class Rethined(InpaintingPipeline):
+    """The RETHINED pipeline: ``forward(image, mask)`` at any integer multiple of ``lr_size`` (mask 1 = hole)."""
+
+    def __init__(self, config: RethinedConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.constraint = ResolutionConstraint(
+            multiple_of=config.lr_size, minimum=config.lr_size,
+            why=f"RETHINED runs its LR network at {config.lr_size} and upscales by an integer factor",
+        )
+        feature_channels = config.encoder_channels[int(math.log2(config.patch_size)) - 1]
+        self.coarse = CoarseNet(config.encoder_channels, config.encoder_depths, config.branches, config.patch_size)
+        self.npm = NeuralPatchMatch(config.patch_size, feature_channels if config.feature_conditioning else 0,
+                                    config.d_k)
+        self.upscaler = AttentionUpscaling(config.patch_size, config.upscale, config.topk, config.hf_sigma,
+                                           config.hf_taps)
+
+    def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        scale_h, scale_w = height // self.config.lr_size, width // self.config.lr_size
+        if scale_h != scale_w:
+            raise ValueError("RETHINED needs the same integer scale on both axes")
+        known_image = image * (1.0 - mask)
+        if scale_h > 1:
+            mask_lr = F.max_pool2d(mask, scale_h, scale_h)
+            image_lr = F.avg_pool2d(known_image, scale_h, scale_h) * (1.0 - mask_lr)
+        else:
+            mask_lr, image_lr = mask, known_image
+        coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
+        coarse = image_lr + coarse * mask_lr
+        refined, attention, _ = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
+        lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
+        if scale_h == 1:
+            return lr_result
+        return self.upscaler(lr_result, attention, known_image, mask)
+
+
+def build_rethined(**options) -> Rethined:
+    """Seeded random RETHINED with realistic (non-identity) BatchNorm statistics."""
+    config = RethinedConfig(**options)
+    model = Rethined(config)
+    randomize_batchnorm(model)
+    return model
+
+
+_CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, why="LR network at 512, integer upscale factor")
+
+
+@register_model(
+    "rethined",
+    summary="RETHINED (WACV 2025): coarse CNN + NeuralPatchMatch at 512, attention upscaling",
+    constraint=_CONSTRAINT,
+    variants={"dense": {"upscale": "dense"}, "top1": {"upscale": "topk", "topk": 1}},
+    paper_key="rethined",
+)
+def rethined(**options) -> Rethined:
+    return build_rethined(**options)
+
+
+def config_dict(model: Rethined) -> dict:
+    return asdict(model.config)

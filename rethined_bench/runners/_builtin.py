@@ -1,0 +1,3 @@
+"""Importing this module registers the built-in runners."""
+
+from . import ort  # noqa: F401

@@ -1,0 +1,201 @@
+"""Results database (SQLite, embedded): one row per measured cell, written in a transaction per cell.
+
+A row holds everything needed to defend its number: every sample, the statistics, load times, work counts, the
+roofline floor, the environment, the artifact sha256 and the protocol. ``rbench run`` resumes by skipping cells
+already stored with status ``ok`` for the same device, artifact sha256 and protocol. The exported JSON/CSV schema is
+documented in ``docs/results-schema.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import RbenchError
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "unsupported")
+DEFAULT_DB = Path("results") / "rbench.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    device TEXT NOT NULL,
+    runner TEXT NOT NULL,
+    model TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'unsupported')),
+    reason TEXT,
+    artifact TEXT,
+    artifact_sha256 TEXT,
+    protocol_key TEXT,
+    protocol TEXT,
+    latency TEXT,
+    samples TEXT,
+    load TEXT,
+    first_inference_ms REAL,
+    peak_memory_mb REAL,
+    work TEXT,
+    roofline TEXT,
+    settings TEXT,
+    environment TEXT,
+    provenance TEXT
+);
+CREATE INDEX IF NOT EXISTS results_cell ON results (device, model, variant, height, width, target, precision);
+CREATE INDEX IF NOT EXISTS results_resume ON results (device, artifact_sha256, protocol_key, status);
+"""
+_JSON_COLUMNS = ("protocol", "latency", "samples", "load", "work", "roofline", "settings", "environment",
+                 "provenance")
+
+
+@dataclass
+class Result:
+    """One cell's outcome. JSON-valued fields are stored as JSON text."""
+
+    device: str
+    runner: str
+    model: str
+    variant: str
+    height: int
+    width: int
+    target: str
+    precision: str
+    status: str
+    reason: str | None = None
+    artifact: str | None = None
+    artifact_sha256: str | None = None
+    protocol_key: str | None = None
+    protocol: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    samples: list[list[float]] | None = None
+    load: dict[str, Any] | None = None
+    first_inference_ms: float | None = None
+    peak_memory_mb: float | None = None
+    work: dict[str, Any] | None = None
+    roofline: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=lambda: {"source": "measured"})
+    created_at: str = ""
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    @property
+    def cell(self) -> tuple[str, str, str, int, int, str, str]:
+        return (self.device, self.model, self.variant, self.height, self.width, self.target, self.precision)
+
+    def to_public(self) -> dict[str, Any]:
+        """The documented export record (docs/results-schema.md)."""
+        latency = self.latency or {}
+        work = self.work or {}
+        return {
+            "model": self.model, "variant": self.variant, "resolution": [self.height, self.width],
+            "device": self.device, "runner": self.runner, "target": self.target, "precision": self.precision,
+            "status": self.status, "reason": self.reason,
+            "latency_ms": {k: latency.get(k) for k in ("median", "min", "max", "p90", "p99", "mean", "std", "cv",
+                                                       "n", "processes", "median_of_process_medians", "unstable",
+                                                       "reasons")} if latency else None,
+            "load_ms": {k: (self.load or {}).get(k) for k in ("cold", "warm")} if self.load else None,
+            "first_inference_ms": self.first_inference_ms,
+            "peak_memory_mb": self.peak_memory_mb,
+            "params": work.get("params"), "fvcore_gmacs": work.get("fvcore_gmacs"), "gflops": work.get("gflops"),
+            "bytes": work.get("bytes"),
+            "roofline_floor_ms": (self.roofline or {}).get("floor_ms"),
+            "roofline_bound": (self.roofline or {}).get("bound"),
+            "artifact": self.artifact, "artifact_sha256": self.artifact_sha256,
+            "protocol": self.protocol, "settings": self.settings, "environment": self.environment,
+            "provenance": self.provenance, "created_at": self.created_at,
+        }
+
+
+class ResultStore:
+    """The SQLite results database at ``path`` (created with the current schema if missing)."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with closing(self._connect()) as db, db:
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise RbenchError(f"{self.path} has results schema {row[0]}; this rbench reads schema "
+                                      f"{SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise RbenchError(f"{self.path} is not an rbench results database ({exc})") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    @property
+    def schema_version(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    def add(self, result: Result) -> int:
+        """Insert one cell in its own transaction (committed before returning); returns the row id."""
+        row = asdict(result)
+        row.pop("id")
+        row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for column in _JSON_COLUMNS:
+            row[column] = None if row[column] is None else json.dumps(row[column])
+        columns = ", ".join(row)
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(f"INSERT INTO results ({columns}) VALUES ({', '.join('?' * len(row))})",
+                                tuple(row.values()))
+            return int(cursor.lastrowid)
+
+    def has_completed(self, device: str, artifact_sha256: str, protocol_key: str) -> bool:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT 1 FROM results WHERE device = ? AND artifact_sha256 = ? AND protocol_key = ? "
+                             "AND status = 'ok' LIMIT 1", (device, artifact_sha256, protocol_key)).fetchone()
+        return row is not None
+
+    def all(self, device: str | None = None) -> list[Result]:
+        query, args = "SELECT * FROM results", ()
+        if device:
+            query, args = query + " WHERE device = ?", (device,)
+        with closing(self._connect()) as db:
+            return [_to_result(row) for row in db.execute(query + " ORDER BY id", args)]
+
+    def latest(self, device: str | None = None) -> list[Result]:
+        """The newest row of each cell (device, model, variant, resolution, target, precision)."""
+        newest: dict[tuple, Result] = {}
+        for result in self.all(device):
+            newest[result.cell] = result
+        return sorted(newest.values(), key=lambda r: (r.device, r.model, r.variant, r.height, r.width))
+
+    def devices(self) -> list[str]:
+        with closing(self._connect()) as db:
+            return [row[0] for row in db.execute("SELECT DISTINCT device FROM results ORDER BY device")]
+
+
+def _to_result(row: sqlite3.Row) -> Result:
+    data = dict(row)
+    for column in _JSON_COLUMNS:
+        if data[column] is not None:
+            data[column] = json.loads(data[column])
+    return Result(**data)
+
+
+def iter_public(results: list[Result]) -> Iterator[dict[str, Any]]:
+    for result in results:
+        yield result.to_public()

@@ -1,0 +1,61 @@
+"""The CLI as a subprocess: user errors exit 2 with one line; a tiny sweep stores, resumes and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+RBENCH = [sys.executable, "-m", "rethined_bench.cli"]
+
+
+def rbench(*args, cwd=None, check=False):
+    done = subprocess.run([*RBENCH, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
+                          env=os.environ | {"COLUMNS": "200"})
+    if check and done.returncode:
+        raise AssertionError(done.stdout + done.stderr)
+    return done
+
+
+@pytest.mark.parametrize("args,message", [
+    (["export", "--model", "nope"], "unknown model 'nope'"),
+    (["export", "--res", "1000"], "resolution 1000x1000 is not supported"),
+    (["export", "--target", "tflite"], "unknown target 'tflite'"),
+    (["export", "--variant", "top7"], "unknown variant of rethined 'top7'"),
+    (["run", "--device", "pixel-9"], "unknown device 'pixel-9'"),
+    (["run", "--processes", "0"], "processes and min_iters must be >= 1"),
+    (["report", "--db", "missing.sqlite"], "no results database at missing.sqlite"),
+    (["report", "--format", "pdf"], "unknown format 'pdf'"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
+    done = rbench(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
+
+
+def test_models_lists_rethined_with_its_parameter_count():
+    done = rbench("models", check=True)
+    assert "rethined" in done.stdout and "4,381,606" in done.stdout
+
+
+def test_a_sweep_stores_resumes_and_reports(tmp_path):
+    args = ["run", "--model", "rethined", "--res", "512", "--processes", "2", "--min-iters", "2",
+            "--min-time", "0", "--db", "r.sqlite", "--artifacts", "art"]
+    first = rbench(*args, cwd=tmp_path, check=True)
+    assert "2 ok" in first.stdout
+    second = rbench(*args, cwd=tmp_path, check=True)
+    assert "Nothing to measure" in second.stdout
+    rbench("report", "--db", "r.sqlite", "--format", "json", "--out", "out", cwd=tmp_path, check=True)
+    records = json.loads((tmp_path / "out" / "host-cpu.json").read_text())["results"]
+    assert {(r["variant"], r["status"]) for r in records} == {("dense", "ok"), ("top1", "ok")}
+    for record in records:
+        assert record["latency_ms"]["n"] >= 4 and record["latency_ms"]["processes"] == 2
+        assert record["load_ms"]["cold"] > 0 and record["artifact_sha256"]
+        assert record["environment"]["host"]["cores"] >= 1
+    rbench("report", "--db", "r.sqlite", "--format", "markdown", "--out", "out", cwd=tmp_path, check=True)
+    markdown = (tmp_path / "out" / "host-cpu.md").read_text()
+    assert "| rethined |" in markdown and "| rethined (top1) |" in markdown and "17.59" in markdown

@@ -1,0 +1,61 @@
+"""ONNX export: checker, parity with PyTorch through ONNX Runtime, manifest, reuse, corruption detection."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from exporters import Artifact, ExportRequest, export, get_exporter
+from rethined_bench.errors import RbenchError, UnknownNameError
+
+
+def test_exported_graph_matches_pytorch_and_has_no_batchnorm(onnx_artifact):
+    manifest = onnx_artifact.manifest
+    assert onnx_artifact.path.name == "rethined_onnx-fp32_1024x1024.onnx"
+    assert manifest["parity"]["status"] == "ok"
+    assert manifest["parity"]["max_abs_error"] < 1e-4
+    graph = onnx.load(str(onnx_artifact.path))
+    onnx.checker.check_model(graph)
+    ops = {node.op_type for node in graph.graph.node}
+    assert "BatchNormalization" not in ops
+    assert manifest["onnx"]["ops"] == {op: sum(n.op_type == op for n in graph.graph.node) for op in ops}
+    assert [i.name for i in graph.graph.input] == ["image", "mask"]
+    assert [o.name for o in graph.graph.output] == ["inpainted"]
+    assert manifest["onnx"]["opset"] == 18
+
+
+def test_manifest_records_what_the_artifact_is(onnx_artifact):
+    manifest = json.loads(onnx_artifact.manifest_path.read_text())
+    for key in ("model", "variant", "resolution", "target", "precision", "inputs", "outputs", "sha256", "size_bytes",
+                "tool_versions", "exported_at", "parity", "deploy_check", "work", "params"):
+        assert key in manifest, key
+    assert manifest["resolution"] == [1024, 1024]
+    assert manifest["inputs"][1]["shape"] == [1, 1, 1024, 1024]
+    assert manifest["work"]["params"] == manifest["params"]["deploy"]
+    assert manifest["work"]["fvcore_gmacs"] > 0 and manifest["work"]["gflops"] > manifest["work"]["fvcore_gmacs"]
+    assert "torch" in manifest["tool_versions"] and "onnxruntime" in manifest["tool_versions"]
+
+
+def test_opset_13_export_for_tensorrt_8_2(tmp_path):
+    artifact = export(ExportRequest("rethined", 1024, 1024, "onnx", variant="top1", options={"opset": 13}),
+                      get_exporter("onnx"), tmp_path, count_work=False)
+    assert artifact.manifest["onnx"]["opset"] == 13
+    assert artifact.manifest["parity"]["max_abs_error"] < 1e-4
+    assert artifact.path.name == "rethined-top1_onnx-fp32_1024x1024.onnx"
+
+
+def test_an_intact_artifact_is_reused_and_a_corrupted_one_is_detected(onnx_artifact):
+    again = export(ExportRequest("rethined", 1024, 1024, "onnx"), get_exporter("onnx"), onnx_artifact.path.parent)
+    assert again.manifest["exported_at"] == onnx_artifact.manifest["exported_at"]
+    corrupted = onnx_artifact.path.with_name("corrupted.onnx")
+    corrupted.write_bytes(onnx_artifact.path.read_bytes()[:-10])
+    corrupted.with_name("corrupted.onnx.json").write_text(onnx_artifact.manifest_path.read_text())
+    with pytest.raises(RbenchError, match="sha256"):
+        Artifact.load(corrupted)
+
+
+def test_unknown_target_is_a_user_error():
+    with pytest.raises(UnknownNameError, match="unknown target 'tflite'"):
+        get_exporter("tflite")

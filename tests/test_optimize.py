@@ -1,0 +1,60 @@
+"""Deploy transforms: re-parameterisation and BatchNorm folding are exact; deploy() refuses a wrong fold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rethined_bench.errors import DeployMismatchError
+from rethined_bench.models.blocks import RepConvBlock, randomize_batchnorm
+from rethined_bench.optimize import deploy, fuse_batchnorm, reparameterize_model
+
+
+@pytest.mark.parametrize("in_ch,out_ch,kernel,stride,groups,branches", [
+    (8, 8, 3, 1, 8, 1),    # depthwise with identity and scale branches
+    (8, 8, 3, 2, 8, 3),    # depthwise, stride 2 (no identity), k = 3 branches
+    (8, 16, 1, 1, 1, 1),   # pointwise (no scale branch)
+    (16, 16, 1, 1, 1, 2),  # pointwise with identity
+    (4, 8, 3, 2, 1, 1),    # dense stem
+])
+def test_rep_block_reparameterizes_exactly(in_ch, out_ch, kernel, stride, groups, branches):
+    torch.manual_seed(0)
+    block = RepConvBlock(in_ch, out_ch, kernel, stride, groups, branches)
+    randomize_batchnorm(block)
+    block.eval()
+    x = torch.randn(2, in_ch, 17, 19)
+    with torch.no_grad():
+        expected = block(x)
+        reparameterize_model(block)
+        actual = block(x)
+    assert block.is_reparameterized and block.reparam_conv is not None
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
+    assert (expected - actual).abs().max() < 1e-5
+
+
+def test_fuse_batchnorm_folds_conv_and_linear_pairs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 25, 10), nn.BatchNorm1d(10))
+    randomize_batchnorm(model)
+    model.eval()
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        expected = model(x)
+        fuse_batchnorm(model)
+        actual = model(x)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert (expected - actual).abs().max() < 1e-5
+
+
+def test_deploy_raises_when_the_inference_form_differs(monkeypatch, rethined_train):
+    original = RepConvBlock.fused_kernel_and_bias
+
+    def wrong(self):
+        kernel, bias = original(self)
+        return kernel, bias + 0.5
+
+    monkeypatch.setattr(RepConvBlock, "fused_kernel_and_bias", wrong)
+    with pytest.raises(DeployMismatchError, match="differs"):
+        deploy(rethined_train)

@@ -1,0 +1,70 @@
+"""Results store: schema, transactional writes, resume lookup, latest-per-cell, public export records."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from rethined_bench.errors import RbenchError
+from rethined_bench.store import SCHEMA_VERSION, Result, ResultStore
+
+
+def _result(status="ok", sha="a" * 64, height=1024, median=10.0, **extra):
+    latency = {"median": median, "min": 9.0, "max": 12.0, "p90": 11.0, "p99": None, "mean": 10.2, "std": 0.5,
+               "cv": 0.05, "n": 15, "processes": 3, "median_of_process_medians": median, "unstable": False,
+               "reasons": []} if status == "ok" else None
+    return Result(device="host-cpu", runner="local-ort", model="rethined", variant="dense", height=height,
+                  width=height, target="onnx", precision="fp32", status=status, artifact_sha256=sha,
+                  protocol_key="p1", latency=latency, samples=[[9.0, 10.0, 12.0]] if latency else None, **extra)
+
+
+def test_schema_is_versioned(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    assert store.schema_version == SCHEMA_VERSION
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(RbenchError, match="schema 99"):
+        ResultStore(tmp_path / "r.sqlite")
+
+
+def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
+    bogus = tmp_path / "r.sqlite"
+    bogus.write_text("not sqlite")
+    with pytest.raises(RbenchError, match="not an rbench results database"):
+        ResultStore(bogus)
+
+
+def test_rows_round_trip_with_their_json_fields(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    row_id = store.add(_result(load={"cold": 100.0, "warm": 50.0}, work={"params": 42, "gflops": 1.5}))
+    [back] = store.all()
+    assert back.id == row_id and back.samples == [[9.0, 10.0, 12.0]]
+    assert back.load == {"cold": 100.0, "warm": 50.0} and back.work["params"] == 42
+    public = back.to_public()
+    assert public["latency_ms"]["median"] == 10.0 and public["load_ms"] == {"cold": 100.0, "warm": 50.0}
+    assert public["params"] == 42 and public["resolution"] == [1024, 1024]
+
+
+def test_resume_lookup_needs_same_device_artifact_protocol_and_ok_status(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add(_result(status="failed", sha="b" * 64, reason="export: boom"))
+    assert not store.has_completed("host-cpu", "b" * 64, "p1")
+    store.add(_result(sha="c" * 64))
+    assert store.has_completed("host-cpu", "c" * 64, "p1")
+    assert not store.has_completed("host-cpu", "c" * 64, "p2")
+    assert not store.has_completed("jetson-nano", "c" * 64, "p1")
+
+
+def test_latest_keeps_the_newest_row_per_cell(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add(_result(median=10.0))
+    store.add(_result(median=12.0))
+    store.add(_result(height=2048, median=30.0))
+    latest = store.latest("host-cpu")
+    assert [(r.height, r.latency["median"]) for r in latest] == [(1024, 12.0), (2048, 30.0)]
+
+
+def test_invalid_status_is_refused():
+    with pytest.raises(ValueError):
+        _result(status="maybe")
