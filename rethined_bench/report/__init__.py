@@ -1,0 +1,1 @@
+"""Reports: paper-style tables from the results store and their output formats."""
