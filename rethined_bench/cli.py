@@ -180,15 +180,21 @@ def run(
 @app.command()
 def report(
     device: Annotated[Optional[str], typer.Option(help="Device (default: every device in the store).")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="markdown, json or csv; omit to print.")] = None,
-    out: Annotated[Path, typer.Option(help="Output directory or file.")] = Path("reports"),
+    format: Annotated[Optional[str], typer.Option("--format", help="markdown, latex, html, json or csv; omit to "
+                                                  "print.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (or file, with --device).")] = Path("reports"),
     db: DbOption = Path("results/rbench.sqlite"),
     profiles: ProfilesOption = None,
 ) -> None:
-    """Write the paper-style tables from the results store (or print them)."""
+    """Write the paper-style tables from the results store (or print them).
+
+    With --device: that device's report (Table 3, ratios, load, roofline, plots). Without: Table 2 across every
+    device in the store (table2.<ext>) plus each device's report.
+    """
     from .devices import get_profile
-    from .report.render import FORMATS, write_report
-    from .report.tables import table3
+    from .report.document import device_report, table2_report
+    from .report.render import FORMATS, write_report, write_table2
+    from .report.terminal import print_report
     from .store import ResultStore
 
     if format is not None and format not in FORMATS:
@@ -199,42 +205,33 @@ def report(
     names = [device] if device else store.devices()
     if not names:
         raise RbenchError(f"{db} holds no results yet; run `rbench run` first")
+    if device is None and out.suffix:
+        raise RbenchError(f"--out {out} must be a directory when reporting every device (or pass --device)")
+    devices = []
     for name in names:
-        profile = get_profile(name, profiles)
         results = store.latest(name)
         if not results:
             raise RbenchError(f"{db} has no results for device {name}")
-        if format is None:
-            frame = table3(results)
-            table = Table(*frame.columns, title=f"{profile.display}: Table 3")
-            for row in frame.itertuples(index=False):
-                table.add_row(*(str(v) for v in row))
-            console.print(table)
-        else:
-            console.print(f"wrote {write_report(profile, results, format, out)}")
+        devices.append((get_profile(name, profiles), results))
+    if format is None:
+        if device is None:
+            print_report(console, table2_report(devices, detailed=False))
+        for profile, results in devices:
+            print_report(console, device_report(profile, results, [], detailed=False))
+        return
+    if device is None:
+        console.print(f"wrote {write_table2(devices, format, out)}")
+    for profile, results in devices:
+        console.print(f"wrote {write_report(profile, results, format, out)}")
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2 (typer's own usage errors too)."""
     try:
-        app(standalone_mode=False)
+        app()
     except RbenchError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except KeyboardInterrupt:
-        err_console.print("interrupted; completed cells are stored")
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

@@ -59,3 +59,36 @@ def test_a_sweep_stores_resumes_and_reports(tmp_path):
     rbench("report", "--db", "r.sqlite", "--format", "markdown", "--out", "out", cwd=tmp_path, check=True)
     markdown = (tmp_path / "out" / "host-cpu.md").read_text()
     assert "| rethined |" in markdown and "| rethined (top1) |" in markdown and "17.59" in markdown
+
+
+def test_a_killed_sweep_resumes_with_every_cell_stored_once(tmp_path):
+    """kill -9 after the first stored cell; the re-run measures only what is missing."""
+    import signal
+    import sqlite3
+    import time
+
+    args = [*RBENCH, "run", "--model", "rethined", "--res", "512", "--processes", "1", "--min-iters", "2",
+            "--min-time", "0", "--db", "r.sqlite", "--artifacts", "art"]
+    sweep = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "r.sqlite"
+
+    def stored() -> int:
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as conn:
+            try:
+                return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+
+    deadline = time.monotonic() + 600
+    while stored() < 1 and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    assert stored() == 1
+    rerun = rbench(*args[3:], cwd=tmp_path, check=True)
+    assert "1 ok, 1 skipped" in rerun.stdout
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT variant, COUNT(*) FROM results WHERE status = 'ok' GROUP BY variant").fetchall()
+    assert sorted(rows) == [("dense", 1), ("top1", 1)]
