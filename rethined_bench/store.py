@@ -2,7 +2,7 @@
 
 A row holds everything needed to defend its number: every sample, the statistics, load times, work counts, the
 roofline floor, the environment, the artifact sha256 and the protocol. ``rbench run`` resumes by skipping cells
-already stored with status ``ok`` for the same device, artifact sha256 and protocol. The exported JSON/CSV schema is
+already stored with status ``ok`` for the same artifact sha256 and protocol. The exported JSON/CSV schema is
 documented in ``docs/results-schema.md``.
 """
 
@@ -53,7 +53,6 @@ CREATE TABLE IF NOT EXISTS results (
     provenance TEXT
 );
 CREATE INDEX IF NOT EXISTS results_cell ON results (device, model, variant, height, width, target, precision);
-CREATE INDEX IF NOT EXISTS results_resume ON results (device, artifact_sha256, protocol_key, status);
 """
 _JSON_COLUMNS = ("protocol", "latency", "samples", "load", "work", "roofline", "settings", "environment",
                  "provenance")
@@ -163,10 +162,18 @@ class ResultStore:
                                 tuple(row.values()))
             return int(cursor.lastrowid)
 
-    def has_completed(self, device: str, artifact_sha256: str, protocol_key: str) -> bool:
+    def has_completed(self, cell: tuple[str, str, str, int, int, str, str], artifact_sha256: str,
+                      protocol_key: str) -> bool:
+        """Whether this cell (see :attr:`Result.cell`) is stored ``ok`` for this artifact and protocol.
+
+        Keyed by the cell too, not only the artifact: two cells can share an artifact (e.g. RETHINED's upscaling
+        variants at the LR size are the same graph) and each needs its own row.
+        """
         with closing(self._connect()) as db:
-            row = db.execute("SELECT 1 FROM results WHERE device = ? AND artifact_sha256 = ? AND protocol_key = ? "
-                             "AND status = 'ok' LIMIT 1", (device, artifact_sha256, protocol_key)).fetchone()
+            row = db.execute(
+                "SELECT 1 FROM results WHERE device = ? AND model = ? AND variant = ? AND height = ? AND width = ? "
+                "AND target = ? AND precision = ? AND artifact_sha256 = ? AND protocol_key = ? AND status = 'ok' "
+                "LIMIT 1", (*cell, artifact_sha256, protocol_key)).fetchone()
         return row is not None
 
     def all(self, device: str | None = None) -> list[Result]:

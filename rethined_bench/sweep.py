@@ -105,7 +105,8 @@ class Sweep:
             return self._store_failure(cell, "unsupported", str(exc))
         except (ParityError, RbenchError, RuntimeError, ValueError) as exc:
             return self._store_failure(cell, "failed", f"export: {exc}")
-        if not self.force and self.store.has_completed(self.profile.name, artifact.sha256, self.protocol.key):
+        if not self.force and self.store.has_completed(self._base(cell, "ok").cell, artifact.sha256,
+                                                       self.protocol.key):
             return CellOutcome(cell, "skipped", "already stored for this artifact and protocol")
         environment = snapshot()
         try:

@@ -48,12 +48,17 @@ def test_rows_round_trip_with_their_json_fields(tmp_path):
 
 def test_resume_lookup_needs_same_device_artifact_protocol_and_ok_status(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
-    store.add(_result(status="failed", sha="b" * 64, reason="export: boom"))
-    assert not store.has_completed("host-cpu", "b" * 64, "p1")
-    store.add(_result(sha="c" * 64))
-    assert store.has_completed("host-cpu", "c" * 64, "p1")
-    assert not store.has_completed("host-cpu", "c" * 64, "p2")
-    assert not store.has_completed("jetson-nano", "c" * 64, "p1")
+    failed = _result(status="failed", sha="b" * 64, reason="export: boom")
+    store.add(failed)
+    assert not store.has_completed(failed.cell, "b" * 64, "p1")
+    done = _result(sha="c" * 64)
+    store.add(done)
+    assert store.has_completed(done.cell, "c" * 64, "p1")
+    assert not store.has_completed(done.cell, "c" * 64, "p2")
+    assert not store.has_completed(("jetson-nano", *done.cell[1:]), "c" * 64, "p1")
+    same_artifact_other_cell = _result(sha="c" * 64)
+    same_artifact_other_cell.variant = "top1"
+    assert not store.has_completed(same_artifact_other_cell.cell, "c" * 64, "p1")
 
 
 def test_latest_keeps_the_newest_row_per_cell(tmp_path):
