@@ -1,23 +1,69 @@
-"""Tables built from the store with pandas, with the paper's numbers in their own, labelled columns."""
+"""Tables built once, as data, from store Results with pandas; every output format renders these same frames.
+
+A :class:`ReportTable` holds display strings under two-level columns ``(group, column)``: the group is a device,
+"measured" or "paper" (empty for the row-label columns), so the paper's numbers always sit in their own, labelled
+columns and the LaTeX/HTML renderers can draw the grouped header the paper uses.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from ..models import BENCH_RESOLUTIONS, get_model_spec
+from ..devices import DeviceProfile
+from ..models import BENCH_RESOLUTIONS
 from ..store import Result
+from .paper import PAPER_DEVICE, paper_latency, paper_number, paper_table3, safe_spec
 
-PAPER_DEVICE = "iPad Pro M2"
+TABLE2_RESOLUTION = 1024
+REFERENCE_MODEL = "rethined"
+Column = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """One table: a key (file/anchor name), a title, a caption saying what it shows, and its frame."""
+
+    key: str
+    title: str
+    caption: str
+    frame: pd.DataFrame
+
+    @property
+    def groups(self) -> list[tuple[str, int]]:
+        """Consecutive column groups as (group, span), for grouped headers."""
+        spans: list[tuple[str, int]] = []
+        for group, _ in self.frame.columns:
+            if spans and spans[-1][0] == group:
+                spans[-1] = (group, spans[-1][1] + 1)
+            else:
+                spans.append((group, 1))
+        return spans
+
+    @property
+    def flat_columns(self) -> list[str]:
+        """One-line headers ("group: column") for formats without grouped headers (Markdown, CSV)."""
+        return [f"{group}: {name}" if group else name for group, name in self.frame.columns]
+
+    def rows(self) -> list[list[str]]:
+        return [[str(value) for value in row] for row in self.frame.itertuples(index=False)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "caption": self.caption,
+                "columns": [list(column) for column in self.frame.columns], "rows": self.rows()}
+
+
+def _frame(columns: list[Column], rows: list[Mapping[Column, str]]) -> pd.DataFrame:
+    index = pd.MultiIndex.from_tuples(columns)
+    return pd.DataFrame([[row.get(column, "") for column in columns] for row in rows], columns=index)
 
 
 def model_label(result: Result) -> str:
-    try:
-        default = get_model_spec(result.model).default_variant
-    except Exception:  # a model that is no longer registered still reports under its stored name
-        default = result.variant
+    spec = safe_spec(result.model)
+    default = spec.default_variant if spec else result.variant
     return result.model if result.variant == default else f"{result.model} ({result.variant})"
 
 
@@ -27,7 +73,7 @@ def cell_text(result: Result | None, detailed: bool = False) -> str:
         return ""
     if result.status != "ok":
         return f"- ({result.status}: {_short(result.reason)})"
-    latency = result.latency
+    latency = result.latency or {}
     text = f"{latency['median']:.1f}"
     if detailed:
         text += f" (p90 {latency['p90']:.1f}, CV {latency['cv']:.1%}, n={latency['n']})"
@@ -41,63 +87,204 @@ def _short(reason: str | None, limit: int = 80) -> str:
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
-def _paper_number(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}"
+def _median(result: Result | None) -> float | None:
+    return result.latency["median"] if result is not None and result.status == "ok" and result.latency else None
 
 
-def table3(results: list[Result], detailed: bool = False) -> pd.DataFrame:
-    """Table 3 for one device: latency per resolution, work at 2048, params; the paper's row beside each model."""
-    rows = []
-    by_model: dict[str, dict[int, Result]] = {}
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    return f"{numerator / denominator:.2f}×" if numerator and denominator else ""
+
+
+def _load_text(result: Result) -> str:
+    """Cold load time in ms; ``-`` for a cell that did not run."""
+    if result.status != "ok":
+        return "-"
+    return f"{result.load['cold']:.1f}" if result.load else ""
+
+
+def _by_model(results: Iterable[Result]) -> dict[str, dict[int, Result]]:
+    """label → resolution → result (square resolutions keyed by height)."""
+    cells: dict[str, dict[int, Result]] = {}
     for result in results:
-        by_model.setdefault(model_label(result), {})[result.height] = result
-    for label, cells in sorted(by_model.items()):
+        cells.setdefault(model_label(result), {})[result.height] = result
+    return dict(sorted(cells.items()))
+
+
+def table2(devices: Iterable[tuple[DeviceProfile, list[Result]]], detailed: bool = False) -> ReportTable:
+    """Table 2: models × devices, latency and cold load time at 1024, the paper's numbers per device beside ours."""
+    columns: list[Column] = [("", "model")]
+    rows: dict[str, dict[Column, str]] = {}
+    for profile, results in devices:
+        group = profile.name
+        columns += [(group, "latency (ms)"), (group, "load (ms)")]
+        if profile.paper_table2:  # devices the paper did not measure get no empty paper columns
+            columns += [(group, "paper latency (ms)"), (group, "paper load (ms)")]
+        at_1024 = [r for r in results if (r.height, r.width) == (TABLE2_RESOLUTION, TABLE2_RESOLUTION)]
+        for label, cells in _by_model(at_1024).items():
+            result = cells[TABLE2_RESOLUTION]
+            row = rows.setdefault(label, {("", "model"): label})
+            row[(group, "latency (ms)")] = cell_text(result, detailed)
+            row[(group, "load (ms)")] = _load_text(result)
+            if label == result.model:  # the paper measured the default variant only
+                paper = profile.paper_table2.get(result.model, {})
+                row[(group, "paper latency (ms)")] = paper_number(paper.get("latency"))
+                row[(group, "paper load (ms)")] = paper_number(paper.get("load"))
+    caption = (f"Latency (median ms; p90, CV and n in parentheses when detailed; † = unstable) and cold model load "
+               f"time at {TABLE2_RESOLUTION}×{TABLE2_RESOLUTION} per device. *paper* columns are the RETHINED "
+               "paper's Table 2 for that device, printed for reference only; \"-\" with a reason marks a cell that "
+               "failed or is unsupported (the paper prints \"-\" for CoordFill on the Snapdragon 888).")
+    return ReportTable("table2", "Table 2: latency and load time per device", caption,
+                       _frame(columns, [rows[label] for label in sorted(rows)]))
+
+
+def latency_matrix(devices: Iterable[tuple[DeviceProfile, list[Result]]]) -> ReportTable:
+    """rbench's cross-device layout: rows model × resolution, column groups backend → device → precision.
+
+    Each measured cell reads "median ms (p90)"; the paper's latency for that device sits in its own column.
+    """
+    columns: list[Column] = [("", "model"), ("", "resolution")]
+    rows: dict[tuple[str, int], dict[Column, str]] = {}
+    for profile, results in devices:
+        group = f"{profile.target} → {profile.name} → {profile.precision}"
+        columns.append((group, "median ms (p90)"))
+        has_paper = any(paper_latency(profile, r.model, r.height) is not None for r in results)
+        if has_paper:
+            columns.append((group, "paper (ms)"))
+        for label, by_res in _by_model(results).items():
+            for res, result in by_res.items():
+                row = rows.setdefault((label, res), {("", "model"): label, ("", "resolution"): str(res)})
+                row[(group, "median ms (p90)")] = _median_p90(result)
+                if has_paper and label == result.model:
+                    row[(group, "paper (ms)")] = paper_number(paper_latency(profile, result.model, res))
+    caption = ("Median latency in ms with the p90 in parentheses (\"-\" with a reason: failed or unsupported), per "
+               "backend → device → precision; *paper (ms)* is the RETHINED paper's latency for that device and "
+               "resolution where it gives one.")
+    return ReportTable("latency", "Latency by model, resolution and device", caption,
+                       _frame(columns, [rows[key] for key in sorted(rows)]))
+
+
+def _median_p90(result: Result) -> str:
+    if result.status != "ok":
+        return cell_text(result)
+    mark = " †" if result.latency.get("unstable") else ""
+    return f"{result.latency['median']:.1f} ({result.latency['p90']:.1f}){mark}"
+
+
+def device_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
+    """An AI Hub-style table of one device's measured cells: chipset, runtime, time, memory, compute unit."""
+    chipset = profile.toolchain.get("chip") or profile.connection.get("chipset") or ""
+    compute = profile.toolchain.get("compute_units") or ""
+    columns: list[Column] = [("", "model"), ("", "resolution"), ("", "device"), ("", "chipset"),
+                             ("", "target runtime"), ("", "precision"), ("", "inference time (ms)"),
+                             ("", "peak memory (MB)"), ("", "compute units")]
+    rows = [{
+        ("", "model"): model_label(r), ("", "resolution"): str(r.height), ("", "device"): profile.display,
+        ("", "chipset"): chipset, ("", "target runtime"): f"{r.target} ({r.runner})", ("", "precision"): r.precision,
+        ("", "inference time (ms)"): cell_text(r),
+        ("", "peak memory (MB)"): f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "",
+        ("", "compute units"): compute,
+    } for r in results]
+    caption = ("One row per cell in the layout of Qualcomm AI Hub's model cards (device, chipset, runtime, "
+               "inference time, peak memory, precision, compute units).")
+    return ReportTable("device", "Device summary (AI Hub style)", caption, _frame(columns, rows))
+
+
+def table3(results: list[Result], detailed: bool = False) -> ReportTable:
+    """Table 3 for one device: latency per resolution, work at 2048, params; the paper's columns beside ours."""
+    paper_group = f"paper ({PAPER_DEVICE})"
+    columns: list[Column] = [("", "model")]
+    columns += [("measured", f"latency {res} (ms)") for res in BENCH_RESOLUTIONS]
+    columns += [("measured", "fvcore GMACs @2048"), ("measured", "GFLOPs @2048"), ("measured", "params (M)")]
+    columns += [(paper_group, "latency 1024 (ms)"), (paper_group, "latency 2048 (ms)"),
+                (paper_group, "FLOPs @2048 (as printed)"), (paper_group, "params (M)")]
+    rows = []
+    for label, cells in _by_model(results).items():
         any_result = next(iter(cells.values()))
-        at_2048 = cells.get(2048)
-        work = (at_2048.work if at_2048 else None) or {}
-        params = next((r.work["params"] for r in cells.values() if r.work), None)
-        paper = get_model_spec(any_result.model).paper_claims.get("table3", {})
-        row = {"model": label}
+        work = (cells[2048].work if 2048 in cells else None) or {}
+        params = next((r.work["params"] for r in cells.values() if r.work and r.work.get("params")), None)
+        row: dict[Column, str] = {("", "model"): label}
         for res in BENCH_RESOLUTIONS:
-            row[f"latency {res} (ms)"] = cell_text(cells.get(res), detailed)
-        row["fvcore GMACs @2048"] = f"{work['fvcore_gmacs']:.2f}" if work.get("fvcore_gmacs") is not None else ""
-        row["GFLOPs @2048"] = f"{work['gflops']:.1f}" if "gflops" in work else ""
-        row["params (M)"] = f"{params / 1e6:.2f}" if params else ""
-        row[f"paper: latency 1024 (ms, {PAPER_DEVICE})"] = _paper_number(paper.get("latency_1024"))
-        row[f"paper: latency 2048 (ms, {PAPER_DEVICE})"] = _paper_number(paper.get("latency_2048"))
-        row["paper: FLOPs @2048 (as printed)"] = _paper_number(paper.get("flops_at_2048"))
-        row["paper: params (M)"] = _paper_number(paper.get("params"))
+            row[("measured", f"latency {res} (ms)")] = cell_text(cells.get(res), detailed)
+        row[("measured", "fvcore GMACs @2048")] = f"{work['fvcore_gmacs']:.2f}" \
+            if work.get("fvcore_gmacs") is not None else ""
+        row[("measured", "GFLOPs @2048")] = f"{work['gflops']:.1f}" if work.get("gflops") is not None else ""
+        row[("measured", "params (M)")] = f"{params / 1e6:.2f}" if params else ""
+        paper = paper_table3(any_result.model) if label == any_result.model else {}
+        row[(paper_group, "latency 1024 (ms)")] = paper_number(paper.get("latency_1024"))
+        row[(paper_group, "latency 2048 (ms)")] = paper_number(paper.get("latency_2048"))
+        row[(paper_group, "FLOPs @2048 (as printed)")] = paper_number(paper.get("flops_at_2048"))
+        row[(paper_group, "params (M)")] = paper_number(paper.get("params"))
         rows.append(row)
-    return pd.DataFrame(rows)
+    caption = ("Median latency in ms per cell (p90, CV and n in parentheses); † marks an unstable cell (see the JSON "
+               f"for the reason). The *paper* columns are the RETHINED paper's Table 3, measured on an "
+               f"**{PAPER_DEVICE}**, not on this device; they are printed for reference, never mixed with ours. "
+               "*fvcore GMACs* count one multiply-add as one (fvcore's convention, the paper's \"FLOPs\"); *GFLOPs* "
+               "count two per multiply-add and include attention (torch FlopCounterMode). The paper's FLOPs column is "
+               "printed as it stands (labelled ×10⁶ in the paper; its magnitude suggests ×10⁹).")
+    return ReportTable("table3", "Table 3: latency per resolution, work, parameters", caption, _frame(columns, rows))
 
 
-def load_table(results: list[Result]) -> pd.DataFrame:
+def ratio_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
+    """Each model against RETHINED at the same resolution, measured and in the paper, and measured against paper."""
+    columns: list[Column] = [("", "model"), ("", "resolution"), ("measured", "median (ms)"),
+                             ("measured", f"÷ {REFERENCE_MODEL}"), ("paper", "latency (ms)"),
+                             ("paper", f"÷ {REFERENCE_MODEL}"), ("", "measured ÷ paper")]
+    cells = _by_model(results)
+    reference = cells.get(REFERENCE_MODEL, {})
+    rows = []
+    for label, by_res in cells.items():
+        for res, result in sorted(by_res.items()):
+            median = _median(result)
+            default = label == result.model
+            paper = paper_latency(profile, result.model, res) if default else None
+            paper_ref = paper_latency(profile, REFERENCE_MODEL, res)
+            rows.append({
+                ("", "model"): label, ("", "resolution"): str(res), ("measured", "median (ms)"): cell_text(result),
+                ("measured", f"÷ {REFERENCE_MODEL}"): _ratio(median, _median(reference.get(res))),
+                ("paper", "latency (ms)"): paper_number(paper),
+                ("paper", f"÷ {REFERENCE_MODEL}"): _ratio(paper, paper_ref),
+                ("", "measured ÷ paper"): _ratio(median, paper),
+            })
+    caption = (f"How many times slower than {REFERENCE_MODEL} (dense) each model is at the same resolution on this "
+               "device (the paper's claim is that RETHINED is much faster than MI-GAN and CoordFill), next to the "
+               "same ratio from the paper's numbers for this device (Table 2 at 1024; Tables 1/3 at 2048/4096 on the "
+               f"{PAPER_DEVICE}), and our median against the paper's latency.")
+    return ReportTable("ratios", "Ratios: against RETHINED and against the paper", caption, _frame(columns, rows))
+
+
+def load_table(results: list[Result]) -> ReportTable:
     """Load time (cold, warm) and first inference per cell, with the peak memory of an inference."""
-    rows = []
-    for result in results:
-        if result.status != "ok":
-            continue
-        rows.append({
-            "model": model_label(result), "resolution": result.height,
-            "load cold (ms)": f"{result.load['cold']:.1f}", "load warm (ms)": f"{result.load['warm']:.1f}",
-            "first inference (ms)": f"{result.first_inference_ms:.1f}",
-            "peak inference memory (MB)": f"{result.peak_memory_mb:.0f}",
-        })
-    return pd.DataFrame(rows)
+    columns: list[Column] = [("", "model"), ("", "resolution"), ("load", "cold (ms)"), ("load", "warm (ms)"),
+                             ("", "first inference (ms)"), ("", "peak inference memory (MB)")]
+    rows = [{
+        ("", "model"): model_label(r), ("", "resolution"): str(r.height),
+        ("load", "cold (ms)"): f"{r.load['cold']:.1f}", ("load", "warm (ms)"): f"{r.load['warm']:.1f}",
+        ("", "first inference (ms)"): f"{r.first_inference_ms:.1f}",
+        ("", "peak inference memory (MB)"): f"{r.peak_memory_mb:.0f}",
+    } for r in results if r.status == "ok" and r.load]
+    caption = ("Cold = `InferenceSession()` in a fresh process (file read and graph optimisation included); warm = a "
+               "reload in the same process. Peak memory is the RSS growth during inference above the loaded model.")
+    return ReportTable("load", "Load time and memory", caption, _frame(columns, rows))
 
 
-def roofline_table(results: list[Result]) -> pd.DataFrame:
-    """Measured median against the roofline floor of the device (efficiency = floor / measured)."""
+def roofline_table(results: list[Result]) -> ReportTable:
+    """Measured median against the device's roofline floor; efficiency = floor / measured."""
+    columns: list[Column] = [("", "model"), ("", "resolution"), ("", "median (ms)"), ("roofline", "floor (ms)"),
+                             ("roofline", "bound"), ("roofline", "measured / floor"), ("roofline", "efficiency"),
+                             ("work", "GFLOPs"), ("work", "MB moved")]
     rows = []
-    for result in results:
-        if result.status != "ok" or not (result.roofline or {}).get("floor_ms"):
+    for r in results:
+        if r.status != "ok" or not (r.roofline or {}).get("floor_ms"):
             continue
-        floor = result.roofline["floor_ms"]
-        median = result.latency["median"]
+        floor, median = r.roofline["floor_ms"], r.latency["median"]
         rows.append({
-            "model": model_label(result), "resolution": result.height, "median (ms)": f"{median:.1f}",
-            "floor (ms)": f"{floor:.1f}", "bound": result.roofline["bound"],
-            "measured / floor": f"{median / floor:.1f}x", "GFLOPs": f"{result.work['gflops']:.1f}",
-            "MB moved": f"{result.work['bytes'] / 1e6:.0f}",
+            ("", "model"): model_label(r), ("", "resolution"): str(r.height), ("", "median (ms)"): f"{median:.1f}",
+            ("roofline", "floor (ms)"): f"{floor:.1f}", ("roofline", "bound"): str(r.roofline.get("bound", "")),
+            ("roofline", "measured / floor"): f"{median / floor:.1f}×",
+            ("roofline", "efficiency"): f"{floor / median:.1%}",
+            ("work", "GFLOPs"): f"{r.work['gflops']:.1f}", ("work", "MB moved"): f"{r.work['bytes'] / 1e6:.0f}",
         })
-    return pd.DataFrame(rows)
+    caption = ("Floor = max(GFLOPs / peak compute, bytes moved / memory bandwidth) with the device's ceilings "
+               "(measured at run time on the host); bytes are an estimate (weights read once, every activation "
+               "written and read once). Efficiency = floor / measured.")
+    return ReportTable("roofline", "Roofline", caption, _frame(columns, rows))
