@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import RbenchError
+from .gate import check
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export inpainting networks per vendor and benchmark them (RETHINED, MI-GAN, CoordFill).")
@@ -223,6 +224,9 @@ def report(
         console.print(f"wrote {write_table2(devices, format, out)}")
     for profile, results in devices:
         console.print(f"wrote {write_report(profile, results, format, out)}")
+
+
+app.command()(check)  # the regression gate's command lives in gate.py
 
 
 def main() -> None:

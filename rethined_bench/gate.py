@@ -1,0 +1,584 @@
+"""The latency regression gate (``rbench check``): fail CI only on a regression this machine can resolve.
+
+Design (measurement.md §6, "rbench gate design"; DESIGN.md "The regression gate"):
+
+* **A/B mode** (``--baseline A --candidate B``): A and B run interleaved (A B A B ...) in fresh processes on this
+  machine; each process is summarised by its median (the process is the unit of replication, §3). A cell is a
+  *regression* only if B is slower with a one-sided Mann-Whitney U p < ``alpha`` on process medians **and** the
+  ratio of medians exceeds ``1 + threshold``. Flagged cells are measured again (confirm); a regression that does not
+  reproduce becomes a warning.
+* **Resolution** (``--calibrate A`` → A/A): the smallest slowdown this machine resolves is the 99th percentile of the
+  bootstrap ratio of medians of an A/A run, minus 1. A regression whose ratio lies within that band is downgraded to a
+  warning ("cannot resolve X% on this runner (A/A p99 = Y%)"). In A/B mode the band comes from ``--calibration FILE``
+  (saved by ``--calibrate``) or, without one, from an implicit A/A: the bootstrap of the baseline's own process
+  medians against themselves, which costs no extra runs.
+* **Stored mode** (``--baseline-results baseline.json``): the store's latest results against a committed
+  ``rbench report --format json``. Rule: fail if ``candidate median > baseline median × (1 + max(threshold, noise))``
+  where ``noise = max(2 × baseline CV, spread of baseline process medians)``: the baseline's own recorded noise.
+* **Exact mode** (always, where both sides have the facts): params, fvcore GMACs, ONNX node counts by op type and
+  artifact size. Any relative increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import RbenchError
+
+DEFAULT_PROCESSES = 6  # one-sided Mann-Whitney needs n ≥ 5 per side for p < 0.01 (n=5: min p ≈ 0.004; n=6: 0.001)
+BOOTSTRAP_RESAMPLES = 4000
+RUNNER_BY_TARGET = {"onnx": "local-ort", "coreml": "local-coreml"}
+CALIBRATION_SCHEMA = "rbench-calibration/1"
+SUMMARY_SCHEMA = "rbench-gate/1"
+
+CellKey = tuple[str, str, tuple[int, int], str, str]
+Measure = Callable[[Any, Any], float]  # (Artifact, Protocol) -> one fresh process's median latency in ms
+
+console = Console()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decision logic (pure: synthetic process medians in, verdict out)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The gate's thresholds: the minimum relative slowdown that matters and the significance required."""
+
+    threshold: float = 0.10
+    alpha: float = 0.01
+    structural_threshold: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.threshold < 0 or self.structural_threshold < 0 or not 0 < self.alpha < 1:
+            raise RbenchError("--threshold and --structural-threshold must be >= 0 and --alpha in (0, 1)")
+
+
+@dataclass
+class Comparison:
+    """One cell's latency verdict: pass, regression, warning or improvement, with the evidence."""
+
+    cell: str
+    baseline_ms: list[float]
+    candidate_ms: list[float]
+    ratio: float
+    ci: tuple[float, float] | None  # None in stored mode (one number per side: no CI, no test)
+    p_slower: float | None
+    verdict: str
+    note: str = ""
+    band: float | None = None  # the resolvable slowdown the verdict used (A/A p99), when known
+
+    @property
+    def baseline_median(self) -> float:
+        return float(np.median(self.baseline_ms))
+
+    @property
+    def candidate_median(self) -> float:
+        return float(np.median(self.candidate_ms))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"baseline_median_ms": self.baseline_median,
+                               "candidate_median_ms": self.candidate_median}
+
+
+def bootstrap_ratios(baseline: Iterable[float], candidate: Iterable[float], seed: int,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+    """Bootstrap distribution of median(candidate) / median(baseline), each side resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(list(baseline), float), np.asarray(list(candidate), float)
+    med_a = np.median(a[rng.integers(0, a.size, (resamples, a.size))], axis=1)
+    med_b = np.median(b[rng.integers(0, b.size, (resamples, b.size))], axis=1)
+    return med_b / med_a
+
+
+def ratio_ci(baseline: list[float], candidate: list[float], confidence: float, seed: int) -> tuple[float, float]:
+    """Two-sided percentile bootstrap CI of the ratio of medians (seeded, so a report is reproducible)."""
+    ratios = bootstrap_ratios(baseline, candidate, seed)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+
+
+def resolvable_slowdown(baseline: list[float], candidate: list[float], seed: int) -> float:
+    """A/A resolution: the 99th percentile of the bootstrap ratio of medians, minus 1 (0.08 = 8%)."""
+    return max(float(np.percentile(bootstrap_ratios(baseline, candidate, seed), 99)) - 1, 0.0)
+
+
+def self_resolvable(medians: list[float], seed: int) -> float:
+    """Implicit A/A from one side's process medians: bootstrap them against themselves (no extra runs)."""
+    return resolvable_slowdown(medians, medians, seed + 1)
+
+
+def one_sided_p(baseline: list[float], candidate: list[float], alternative: str) -> float:
+    """Mann-Whitney U p-value that the candidate's process medians are ``greater`` (or ``less``) than baseline's."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(candidate, baseline, alternative=alternative).pvalue)
+
+
+def decide(cell: str, baseline: list[float], candidate: list[float], config: GateConfig,
+           resolvable: float | None = None) -> Comparison:
+    """The verdict for one cell from per-process medians (ms).
+
+    regression: p(slower) < alpha and ratio > 1 + threshold, and the ratio is beyond the machine's resolvable band;
+    warning: the same, but within the band (the runner cannot tell it from noise);
+    improvement: p(faster) < alpha and ratio < 1 / (1 + threshold); pass otherwise.
+    """
+    if len(baseline) < 2 or len(candidate) < 2:
+        raise RbenchError(f"{cell}: need at least 2 processes per side to compare")
+    ratio = float(np.median(candidate) / np.median(baseline))
+    ci = ratio_ci(baseline, candidate, 1 - config.alpha, config.seed)
+    p_slower = one_sided_p(baseline, candidate, "greater")
+    comparison = Comparison(cell, list(baseline), list(candidate), ratio, ci, p_slower, "pass", band=resolvable)
+    if p_slower < config.alpha and ratio > 1 + config.threshold:
+        comparison.verdict = "regression"
+        if resolvable is not None and ratio - 1 <= resolvable:
+            comparison.verdict = "warning"
+            comparison.note = (f"cannot resolve {config.threshold:.0%} on this runner (A/A p99 = {resolvable:.1%}); "
+                               f"observed +{ratio - 1:.1%}")
+    elif one_sided_p(baseline, candidate, "less") < config.alpha and ratio < 1 / (1 + config.threshold):
+        comparison.verdict = "improvement"
+    return comparison
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact mode
+
+
+@dataclass(frozen=True)
+class StructuralDiff:
+    """One deterministic fact that changed between baseline and candidate."""
+
+    cell: str
+    metric: str
+    baseline: float
+    candidate: float
+    failed: bool
+
+    def describe(self) -> str:
+        return f"{self.metric}: {_fmt(self.baseline)} → {_fmt(self.candidate)}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
+def structural_facts(manifest: dict[str, Any]) -> dict[str, float]:
+    """Deterministic facts of an artifact manifest (or a stored record): params, GMACs, node counts, size."""
+    work = manifest.get("work") or {}
+    facts: dict[str, float] = {}
+    params = work.get("params", manifest.get("params"))
+    if isinstance(params, dict):
+        params = params.get("deploy")
+    if params is not None:
+        facts["params"] = float(params)
+    gmacs = work.get("fvcore_gmacs", manifest.get("fvcore_gmacs"))
+    if gmacs is not None:
+        facts["fvcore GMACs"] = float(gmacs)
+    if manifest.get("size_bytes") is not None:
+        facts["size bytes"] = float(manifest["size_bytes"])
+    onnx = manifest.get("onnx") or {}
+    if onnx.get("node_count") is not None:
+        facts["nodes"] = float(onnx["node_count"])
+    for op, count in (onnx.get("ops") or {}).items():
+        facts[op] = float(count)
+    return facts
+
+
+def structural_diffs(cell: str, baseline: dict[str, float], candidate: dict[str, float],
+                     threshold: float) -> list[StructuralDiff]:
+    """Every changed fact both sides can have; an increase beyond ``threshold`` (relative) fails.
+
+    Op types present on one side only count as 0 on the other (a new op type is an increase from 0).
+    Facts absent on either side as a whole (e.g. no ONNX statistics) are skipped.
+    """
+    ops_both = "nodes" in baseline and "nodes" in candidate
+    scalar = {"params", "fvcore GMACs", "size bytes", "nodes"}
+    names = [n for n in sorted(set(baseline) | set(candidate), key=lambda n: (n not in scalar, n))
+             if (n in baseline and n in candidate) or (n not in scalar and ops_both)]
+    diffs = []
+    for name in names:
+        old, new = baseline.get(name, 0.0), candidate.get(name, 0.0)
+        if old != new:
+            diffs.append(StructuralDiff(cell, name, old, new, new > old * (1 + threshold)))
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Artifacts: matching and measuring
+
+
+@dataclass
+class Pair:
+    """A baseline and a candidate artifact for the same cell (model, variant, resolution, target, precision)."""
+
+    label: str
+    baseline: Any
+    candidate: Any
+
+
+def cell_key(manifest: dict[str, Any]) -> CellKey:
+    height, width = manifest["resolution"]
+    return (manifest["model"], manifest["variant"], (int(height), int(width)), manifest["target"],
+            manifest["precision"])
+
+
+def cell_label(key: CellKey) -> str:
+    model, variant, (height, width), target, precision = key
+    return f"{model}/{variant} {height}x{width} {target}-{precision}"
+
+
+def load_artifacts(path: Path) -> dict[CellKey, Any]:
+    """An artifact file, or every artifact with a manifest in a directory, keyed by its cell."""
+    from exporters.base import Artifact
+
+    if not path.exists():
+        raise RbenchError(f"no artifact or directory at {path}")
+    manifests = sorted(m for m in path.glob("*.json") if m.with_suffix("").exists()) if path.is_dir() else [path]
+    found: dict[CellKey, Any] = {}
+    for manifest in manifests:
+        artifact = Artifact.load(manifest)
+        key = cell_key(artifact.manifest)
+        if key in found:
+            raise RbenchError(f"{path} holds two artifacts for {cell_label(key)}: {found[key].path.name} and "
+                              f"{artifact.path.name}")
+        found[key] = artifact
+    if not found:
+        raise RbenchError(f"{path} holds no artifacts with manifests")
+    return found
+
+
+def match_artifacts(baseline: Path, candidate: Path) -> list[Pair]:
+    """Pair artifacts by manifest cell; two single files pair even when their cells differ (renamed model)."""
+    base, cand = load_artifacts(baseline), load_artifacts(candidate)
+    if baseline.is_file() and candidate.is_file():
+        (key, a), (_, b) = next(iter(base.items())), next(iter(cand.items()))
+        return [Pair(cell_label(key), a, b)]
+    common = sorted(set(base) & set(cand))
+    if not common:
+        raise RbenchError(f"no cell is in both {baseline} and {candidate} (matched by model, variant, resolution, "
+                          "target and precision)")
+    return [Pair(cell_label(key), base[key], cand[key]) for key in common]
+
+
+def runner_for(artifact: Any) -> str:
+    target = artifact.manifest["target"]
+    if target not in RUNNER_BY_TARGET:
+        raise RbenchError(f"no local runner for target {target}; the gate runs artifacts on this machine")
+    return RUNNER_BY_TARGET[target]
+
+
+def measure_in_worker(artifact: Any, protocol: Any) -> float:
+    """One fresh worker process (``run_worker``); returns its median timed latency in ms."""
+    from .measure.cell import CellError, run_worker
+
+    try:
+        timing = run_worker(runner_for(artifact), {}, artifact, protocol)
+    except CellError as exc:
+        raise RbenchError(f"{artifact.path.name}: {exc}") from exc
+    return float(np.median(timing.samples_ms))
+
+
+def interleave(baseline: Any, candidate: Any, processes: int, protocol: Any,
+               measure: Measure) -> tuple[list[float], list[float]]:
+    """A B A B ... in fresh processes: drift and co-tenant load hit both sides alike."""
+    a, b = [], []
+    for _ in range(processes):
+        a.append(measure(baseline, protocol))
+        b.append(measure(candidate, protocol))
+    return a, b
+
+
+def compare_pair(pair: Pair, config: GateConfig, processes: int, protocol: Any, measure: Measure,
+                 resolvable: float | None, confirm: bool = True) -> Comparison:
+    """Measure one pair interleaved and decide; a flagged regression is measured again and must reproduce.
+
+    The resolvable band is ``resolvable`` (a saved calibration) or, without one, the implicit A/A of each
+    measurement's baseline process medians.
+    """
+    def measured() -> Comparison:
+        a, b = interleave(pair.baseline, pair.candidate, processes, protocol, measure)
+        band = resolvable if resolvable is not None else self_resolvable(a, config.seed)
+        return decide(pair.label, a, b, config, band)
+
+    comparison = measured()
+    if comparison.verdict != "regression" or not confirm:
+        return comparison
+    again = measured()
+    if again.verdict == "regression":
+        again.note = f"confirmed (first run +{comparison.ratio - 1:.1%}, p={comparison.p_slower:.3g})"
+        return again
+    comparison.verdict = "warning"
+    comparison.note = f"did not reproduce on confirm (re-run +{again.ratio - 1:.1%}, p={again.p_slower:.3g})"
+    return comparison
+
+
+@dataclass
+class Calibration:
+    """An A/A run's verdict on this machine: the smallest slowdown it can resolve."""
+
+    artifact: str
+    sha256: str
+    processes: int
+    baseline_ms: list[float]
+    candidate_ms: list[float]
+    resolvable: float
+    host: str = field(default_factory=socket.gethostname)
+    schema: str = CALIBRATION_SCHEMA
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        if not path.is_file():
+            raise RbenchError(f"no calibration file at {path}; create one with rbench check --calibrate ARTIFACT")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+        if data.get("schema") != CALIBRATION_SCHEMA:
+            raise RbenchError(f"{path} is not an rbench calibration ({CALIBRATION_SCHEMA})")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise RbenchError(f"{path} is a malformed calibration ({exc}); re-run rbench check --calibrate") from exc
+
+
+def calibrate(artifact: Any, processes: int, protocol: Any, measure: Measure, seed: int = 0) -> Calibration:
+    """Run A against itself, interleaved, and derive the resolvable slowdown from the A/A ratio's bootstrap."""
+    a, b = interleave(artifact, artifact, processes, protocol, measure)
+    return Calibration(str(artifact.path), artifact.sha256, processes, a, b, resolvable_slowdown(a, b, seed))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stored mode
+
+
+def load_baseline_records(path: Path) -> dict[CellKey, dict[str, Any]]:
+    """Successful records of a committed ``rbench report --format json``, keyed by cell."""
+    if not path.is_file():
+        raise RbenchError(f"no baseline results file at {path}; write one with rbench report --format json")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict) or data.get("schema") != "rbench-results/1":
+        raise RbenchError(f"{path} is not an rbench-results/1 report (rbench report --format json)")
+    return {cell_key(r): r for r in data["results"] if r.get("status") == "ok" and r.get("latency_ms")}
+
+
+def baseline_noise(latency: dict[str, Any]) -> float:
+    """Relative noise a baseline record showed: max(2 × CV, spread of its process medians around their median)."""
+    noise = 2 * float(latency.get("cv") or 0.0)
+    medians = latency.get("process_medians") or []
+    centre = latency.get("median_of_process_medians") or latency["median"]
+    if len(medians) > 1:
+        noise = max(noise, (max(medians) - min(medians)) / centre)
+    return noise
+
+
+def stored_verdict(cell: str, baseline: dict[str, Any], candidate: dict[str, Any], config: GateConfig) -> Comparison:
+    """Candidate record against baseline record: regression beyond max(threshold, baseline noise)."""
+    base, cand = baseline["latency_ms"], candidate["latency_ms"]
+    noise = baseline_noise(base)
+    limit = 1 + max(config.threshold, noise)
+    ratio = cand["median"] / base["median"]
+    verdict, note = "pass", f"limit ×{limit:.3f} (noise {noise:.1%})"
+    if ratio > limit:
+        verdict = "regression"
+    elif ratio > 1 + config.threshold:
+        verdict, note = "warning", f"cannot resolve {config.threshold:.0%}: baseline noise {noise:.1%}"
+    elif ratio < 1 / limit:
+        verdict = "improvement"
+    return Comparison(cell, [base["median"]], [cand["median"]], ratio, None, None, verdict, note, noise)
+
+
+def stored_check(baseline_path: Path, db: Path, device: str, config: GateConfig
+                 ) -> tuple[list[Comparison], list[StructuralDiff]]:
+    """Compare the store's latest results for ``device`` with a committed baseline report."""
+    from .store import ResultStore
+
+    baseline = load_baseline_records(baseline_path)
+    if not db.is_file():
+        raise RbenchError(f"no results database at {db}; run `rbench run` first")
+    current = {cell_key(r): r for r in (res.to_public() for res in ResultStore(db).latest(device))
+               if r["status"] == "ok" and r.get("latency_ms")}
+    common = sorted(set(baseline) & set(current))
+    if not common:
+        raise RbenchError(f"no cell of {baseline_path} has a result for device {device} in {db}")
+    comparisons, diffs = [], []
+    for key in common:
+        label = cell_label(key)
+        comparisons.append(stored_verdict(label, baseline[key], current[key], config))
+        diffs += structural_diffs(label, structural_facts(baseline[key]), structural_facts(current[key]),
+                                  config.structural_threshold)
+    return comparisons, diffs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def failed(comparisons: list[Comparison], diffs: list[StructuralDiff]) -> bool:
+    return any(c.verdict == "regression" for c in comparisons) or any(d.failed for d in diffs)
+
+
+def print_results(comparisons: list[Comparison], diffs: list[StructuralDiff], config: GateConfig) -> None:
+    """A rich table per cell (latency; band = the resolvable slowdown or stored noise used) and structural diffs."""
+    colours = {"pass": "green", "improvement": "cyan", "warning": "yellow", "regression": "red"}
+    for c in comparisons:
+        table = Table("base ms", "cand ms", f"ratio [{1 - config.alpha:.0%} CI]", "p slower", "band", "verdict",
+                      title=c.cell)
+        table.add_row(f"{c.baseline_median:.2f}", f"{c.candidate_median:.2f}",
+                      f"{c.ratio:.3f}" + (f" [{c.ci[0]:.3f}, {c.ci[1]:.3f}]" if c.ci else ""),
+                      "" if c.p_slower is None else f"{c.p_slower:.3g}", "" if c.band is None else f"{c.band:.1%}",
+                      f"[{colours[c.verdict]}]{c.verdict}[/]")
+        console.print(table)
+        if c.note:
+            console.print(f"  {c.note}", highlight=False)
+    for d in diffs:
+        colour = "red" if d.failed else "dim"
+        console.print(f"[{colour}]{'FAIL' if d.failed else 'info'}[/] {d.cell}: {d.describe()}", highlight=False)
+
+
+def summary(mode: str, comparisons: list[Comparison], diffs: list[StructuralDiff], config: GateConfig,
+            resolvable: float | None) -> dict[str, Any]:
+    return {"schema": SUMMARY_SCHEMA, "mode": mode, "passed": not failed(comparisons, diffs),
+            "config": asdict(config), "resolvable": resolvable,
+            "cells": [c.to_dict() for c in comparisons], "structural": [asdict(d) for d in diffs]}
+
+
+def markdown_summary(data: dict[str, Any]) -> str:
+    """A pull-request comment: verdict, one row per cell, structural diffs."""
+    icon = {"pass": "✅", "improvement": "🚀", "warning": "⚠️", "regression": "❌"}
+    lines = [f"### rbench latency gate: {'passed' if data['passed'] else 'FAILED'}", "",
+             f"threshold {data['config']['threshold']:.0%}, alpha {data['config']['alpha']}, mode {data['mode']}", "",
+             "| cell | baseline ms | candidate ms | ratio | CI | p | verdict | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in data["cells"]:
+        p = "" if c["p_slower"] is None else f"{c['p_slower']:.3g}"
+        ci = "" if c["ci"] is None else f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"
+        lines.append(f"| {c['cell']} | {c['baseline_median_ms']:.2f} | {c['candidate_median_ms']:.2f} | "
+                     f"{c['ratio']:.3f} | {ci} | {p} | "
+                     f"{icon[c['verdict']]} {c['verdict']} | {c['note']} |")
+    if data["structural"]:
+        lines += ["", "**Structural changes** (exact, noise-free):", ""]
+        lines += [f"- {'❌' if d['failed'] else 'ℹ️'} {d['cell']}: {d['metric']}: {_fmt(d['baseline'])} → "
+                  f"{_fmt(d['candidate'])}" for d in data["structural"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_summaries(data: dict[str, Any], json_path: Path | None, markdown_path: Path | None) -> None:
+    for path, text in ((json_path, json.dumps(data, indent=2) + "\n"),
+                       (markdown_path, markdown_summary(data))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command
+
+
+def ab_check(baseline: Path, candidate: Path, config: GateConfig, processes: int, protocol: Any,
+             measure: Measure = measure_in_worker, calibration: Calibration | None = None,
+             confirm: bool = True) -> tuple[list[Comparison], list[StructuralDiff]]:
+    """A/B mode over every matched cell: latency (interleaved, confirmed) and exact structural diffs."""
+    pairs = match_artifacts(baseline, candidate)
+    resolvable = calibration.resolvable if calibration else None
+    comparisons, diffs = [], []
+    for pair in pairs:
+        diffs += structural_diffs(pair.label, structural_facts(pair.baseline.manifest),
+                                  structural_facts(pair.candidate.manifest), config.structural_threshold)
+        comparisons.append(compare_pair(pair, config, processes, protocol, measure, resolvable, confirm))
+    return comparisons, diffs
+
+
+def _protocol(warmup: int, min_iters: int, min_time: float, max_time: float) -> Any:
+    from .measure.protocol import Protocol
+
+    try:
+        return Protocol(processes=1, warmup=warmup, min_iters=min_iters, min_time_s=min_time, max_time_s=max_time)
+    except ValueError as exc:
+        raise RbenchError(str(exc)) from exc
+
+
+def run_calibration(artifact_path: Path, processes: int, protocol: Any, out: Path | None, seed: int,
+                    measure: Measure = measure_in_worker) -> Calibration:
+    """``--calibrate``: A/A on one artifact, printed and (with ``out``) saved for ``--calibration`` in A/B mode."""
+    artifact = next(iter(load_artifacts(artifact_path).values()))
+    result = calibrate(artifact, processes, protocol, measure, seed)
+    console.print(f"A/A on {socket.gethostname()}: {processes} processes per side, ratio of medians "
+                  f"{np.median(result.candidate_ms) / np.median(result.baseline_ms):.3f}; smallest resolvable "
+                  f"slowdown (A/A p99) = {result.resolvable:.1%}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        console.print(f"wrote {out}")
+    return result
+
+
+def check(
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline artifact or directory of artifacts (A/B).")] = None,
+    candidate: Annotated[Optional[Path], typer.Option(help="Candidate artifact or directory (A/B).")] = None,
+    baseline_results: Annotated[Optional[Path], typer.Option(help="Committed `rbench report --format json` "
+                                                             "to compare the store's latest results with.")] = None,
+    calibrate_artifact: Annotated[Optional[Path], typer.Option("--calibrate", help="Run this artifact A/A and "
+                                  "report the smallest slowdown this machine resolves (saved with --calibration).")
+                                  ] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration JSON: written by --calibrate, read in A/B "
+                           "mode (default: an implicit A/A from the baseline's own process medians).")] = None,
+    threshold: Annotated[float, typer.Option(help="Minimum slowdown that fails (0.10 = 10%).")] = 0.10,
+    alpha: Annotated[float, typer.Option(help="Significance of the one-sided Mann-Whitney U test.")] = 0.01,
+    structural_threshold: Annotated[float, typer.Option(help="Allowed relative increase of params, GMACs, node "
+                                    "counts per op type, artifact size (0 = any increase fails).")] = 0.0,
+    processes: Annotated[int, typer.Option(help="Fresh processes per side (default 6: with alpha 0.01 a one-sided "
+                         "Mann-Whitney on process medians needs >= 5 per side; 6 gives min p = 0.001).")
+                         ] = DEFAULT_PROCESSES,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per process.")] = 1,
+    min_iters: Annotated[int, typer.Option(help="Minimum timed iterations per process.")] = 5,
+    min_time: Annotated[float, typer.Option(help="Minimum timed seconds per process.")] = 0.5,
+    max_time: Annotated[float, typer.Option(help="Cap on timed seconds per process.")] = 30.0,
+    confirm: Annotated[bool, typer.Option(help="Re-run flagged cells once; fail only if it reproduces.")] = True,
+    db: Annotated[Path, typer.Option("--db", help="Results database (stored mode).")] = Path("results/rbench.sqlite"),
+    device: Annotated[str, typer.Option(help="Device whose latest results are checked (stored mode).")] = "host-cpu",
+    summary_json: Annotated[Optional[Path], typer.Option(help="Write a machine-readable summary here.")] = None,
+    summary_markdown: Annotated[Optional[Path], typer.Option(help="Write a pull-request comment here.")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Latency regression gate: exit 1 on a regression this machine can resolve, 0 otherwise, 2 on user error.
+
+    A/B (--baseline, --candidate) runs both interleaved in fresh processes; stored mode (--baseline-results) checks
+    the store's latest results; --calibrate runs A/A. Structural facts are always compared exactly. See docs/ci.md.
+    """
+    config = GateConfig(threshold, alpha, structural_threshold, seed)
+    if processes < 2:
+        raise RbenchError("--processes must be >= 2")
+    if calibrate_artifact is not None:
+        run_calibration(calibrate_artifact, processes, _protocol(warmup, min_iters, min_time, max_time),
+                         calibration, seed)
+        return
+    if baseline_results is not None:
+        comparisons, diffs = stored_check(baseline_results, db, device, config)
+        mode, resolvable = "stored", None
+    elif baseline is not None and candidate is not None:
+        calib = Calibration.load(calibration) if calibration else None
+        comparisons, diffs = ab_check(baseline, candidate, config, processes,
+                                      _protocol(warmup, min_iters, min_time, max_time), calibration=calib,
+                                      confirm=confirm)
+        mode, resolvable = "ab", calib.resolvable if calib else None
+    else:
+        raise RbenchError("give --baseline and --candidate (A/B), --baseline-results (stored) or --calibrate")
+    print_results(comparisons, diffs, config)
+    data = summary(mode, comparisons, diffs, config, resolvable)
+    write_summaries(data, summary_json, summary_markdown)
+    console.print("[red]FAILED[/]" if not data["passed"] else "[green]passed[/]")
+    if not data["passed"]:
+        raise typer.Exit(1)
