@@ -226,6 +226,22 @@ def report(
         console.print(f"wrote {write_report(profile, results, format, out)}")
 
 
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="CSV or JSON of externally measured cells (docs/ingest.md).")],
+    db: DbOption = Path("results/rbench.sqlite"),
+    profiles: ProfilesOption = None,
+) -> None:
+    """Store numbers measured outside rbench (e.g. Xcode's Core ML performance report) with their provenance."""
+    from .ingest import ingest as ingest_file
+    from .store import ResultStore
+
+    results = ingest_file(file, ResultStore(db), profiles)
+    for result in results:
+        console.print(f"stored {result.device} {result.model}/{result.variant} @{result.height}: "
+                      f"{result.latency['median']:.1f} ms ({result.provenance['tool']})")
+
+
 app.command()(check)  # the regression gate's command lives in gate.py
 
 

@@ -75,8 +75,10 @@ def cell_text(result: Result | None, detailed: bool = False) -> str:
         return f"- ({result.status}: {_short(result.reason)})"
     latency = result.latency or {}
     text = f"{latency['median']:.1f}"
-    if detailed:
+    if detailed and latency.get("n"):
         text += f" (p90 {latency['p90']:.1f}, CV {latency['cv']:.1%}, n={latency['n']})"
+    elif detailed:
+        text += " (ingested median)"
     if latency.get("unstable"):
         text += " †"
     return text
@@ -99,7 +101,7 @@ def _load_text(result: Result) -> str:
     """Cold load time in ms; ``-`` for a cell that did not run."""
     if result.status != "ok":
         return "-"
-    return f"{result.load['cold']:.1f}" if result.load else ""
+    return _number(result.load.get("cold")) if result.load else ""
 
 
 def _by_model(results: Iterable[Result]) -> dict[str, dict[int, Result]]:
@@ -167,7 +169,13 @@ def _median_p90(result: Result) -> str:
     if result.status != "ok":
         return cell_text(result)
     mark = " †" if result.latency.get("unstable") else ""
-    return f"{result.latency['median']:.1f} ({result.latency['p90']:.1f}){mark}"
+    p90 = f" ({_number(result.latency.get('p90'))})" if result.latency.get("p90") is not None else ""
+    return f"{result.latency['median']:.1f}{p90}{mark}"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    """A measured number, or empty where a source (e.g. an ingested Xcode report) did not give it."""
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def device_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
@@ -258,9 +266,9 @@ def load_table(results: list[Result]) -> ReportTable:
                              ("", "first inference (ms)"), ("", "peak inference memory (MB)")]
     rows = [{
         ("", "model"): model_label(r), ("", "resolution"): str(r.height),
-        ("load", "cold (ms)"): f"{r.load['cold']:.1f}", ("load", "warm (ms)"): f"{r.load['warm']:.1f}",
-        ("", "first inference (ms)"): f"{r.first_inference_ms:.1f}",
-        ("", "peak inference memory (MB)"): f"{r.peak_memory_mb:.0f}",
+        ("load", "cold (ms)"): _number(r.load.get("cold")), ("load", "warm (ms)"): _number(r.load.get("warm")),
+        ("", "first inference (ms)"): _number(r.first_inference_ms),
+        ("", "peak inference memory (MB)"): _number(r.peak_memory_mb, 0),
     } for r in results if r.status == "ok" and r.load]
     caption = ("Cold = `InferenceSession()` in a fresh process (file read and graph optimisation included); warm = a "
                "reload in the same process. Peak memory is the RSS growth during inference above the loaded model.")
