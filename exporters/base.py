@@ -194,7 +194,13 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *, c
     _remove(path)
     _remove(manifest_path_for(path))
     started = time.perf_counter()
-    target_fields = exporter.convert(deployed, request, path, (image, mask))
+    try:
+        target_fields = exporter.convert(deployed, request, path, (image, mask))
+    except Exception as exc:  # converters wrap model errors (e.g. TorchExportError); surface the user's message
+        user_error = _user_error_in(exc)
+        if user_error is None:
+            raise
+        raise user_error from exc
     export_seconds = time.perf_counter() - started
 
     manifest: dict[str, Any] = {
@@ -256,6 +262,17 @@ def _reusable(path: Path, identity: dict[str, Any]) -> Artifact | None:
         return None
     parity_ok = artifact.manifest.get("parity", {}).get("status") in ("ok", "not run")
     return artifact if artifact.manifest.get("identity") == identity and parity_ok else None
+
+
+def _user_error_in(exc: BaseException) -> RbenchError | None:
+    """The first :class:`RbenchError` in an exception's cause/context chain, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RbenchError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _remove(path: Path) -> None:

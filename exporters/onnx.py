@@ -7,6 +7,7 @@ which is the only one that writes them (13 is what TensorRT 8.2 on a Jetson Nano
 from __future__ import annotations
 
 import collections
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from .base import ExportRequest, Exporter
 
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18
+# torch's exporter logs that optional torchvision ops are skipped: irrelevant here and noise for users
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def export_onnx(model: nn.Module, path: Path, height: int, width: int, opset: int = DEFAULT_OPSET,

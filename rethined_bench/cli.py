@@ -151,7 +151,7 @@ def run(
     cells = []
     for name in model or list_models():
         spec = get_model_spec(name)
-        for var in variant or list(spec.variants):
+        for var in variant or list(spec.benchmark_variants):
             spec.variant_options(var)
             cells += [Cell(name, var, size) for size in res or BENCH_RESOLUTIONS]
     sweep = Sweep(profile, ResultStore(db), protocol, artifacts, force=force)

@@ -57,6 +57,12 @@ class ModelSpec:
     constraint: ResolutionConstraint
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     paper_key: str | None = None
+    sweep_variants: tuple[str, ...] | None = None
+
+    @property
+    def benchmark_variants(self) -> tuple[str, ...]:
+        """Variants ``rbench run`` measures by default: all, unless some only run with host-side steps."""
+        return self.sweep_variants or tuple(self.variants)
 
     @property
     def default_variant(self) -> str:
@@ -84,8 +90,10 @@ def register_model(
     constraint: ResolutionConstraint,
     variants: dict[str, dict[str, Any]] | None = None,
     paper_key: str | None = None,
+    sweep_variants: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default."""
+    """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default;
+    ``sweep_variants`` limits what ``rbench run`` measures by default (e.g. to exclude a host-side pipeline)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -97,6 +105,7 @@ def register_model(
             constraint=constraint,
             variants=variants or {"default": {}},
             paper_key=paper_key,
+            sweep_variants=sweep_variants,
         )
         return factory
 
