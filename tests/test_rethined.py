@@ -42,8 +42,8 @@ def test_known_pixels_are_preserved_exactly_and_output_is_in_range(variant):
     assert not torch.equal(out[hole], image[hole])  # the hole is actually filled
 
 
-@pytest.mark.parametrize("size", [(1000, 1000), (256, 256), (1024, 1536 + 1)])
-def test_sizes_that_are_not_integer_multiples_of_the_lr_size_are_rejected(size):
+@pytest.mark.parametrize("size", [(1000, 1000), (256, 256), (1024, 1536 + 1), (1024, 1536)])
+def test_sizes_that_are_not_square_integer_multiples_of_the_lr_size_are_rejected(size):
     model = rb.create_model("rethined")
     image, mask = torch.rand(1, 3, *size), torch.zeros(1, 1, *size)
     with pytest.raises(UnsupportedResolutionError, match="512"):

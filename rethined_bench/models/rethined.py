@@ -230,8 +230,8 @@ class Rethined(InpaintingPipeline):
         super().__init__()
         self.config = config
         self.constraint = ResolutionConstraint(
-            multiple_of=config.lr_size, minimum=config.lr_size,
-            why=f"RETHINED runs its LR network at {config.lr_size} and upscales by an integer factor",
+            multiple_of=config.lr_size, minimum=config.lr_size, square=True,
+            why=f"RETHINED runs its LR network at {config.lr_size}x{config.lr_size} and upscales by an integer factor",
         )
         feature_channels = config.encoder_channels[int(math.log2(config.patch_size)) - 1]
         self.coarse = CoarseNet(config.encoder_channels, config.encoder_depths, config.branches, config.patch_size)
@@ -241,21 +241,18 @@ class Rethined(InpaintingPipeline):
                                            config.hf_taps)
 
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        scale_h, scale_w = height // self.config.lr_size, width // self.config.lr_size
-        if scale_h != scale_w:
-            raise ValueError("RETHINED needs the same integer scale on both axes")
+        scale = image.shape[-2] // self.config.lr_size  # square, an exact multiple (checked by the constraint)
         known_image = image * (1.0 - mask)
-        if scale_h > 1:
-            mask_lr = F.max_pool2d(mask, scale_h, scale_h)
-            image_lr = F.avg_pool2d(known_image, scale_h, scale_h) * (1.0 - mask_lr)
+        if scale > 1:
+            mask_lr = F.max_pool2d(mask, scale, scale)
+            image_lr = F.avg_pool2d(known_image, scale, scale) * (1.0 - mask_lr)
         else:
             mask_lr, image_lr = mask, known_image
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
         refined, attention, _ = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
         lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
-        if scale_h == 1:
+        if scale == 1:
             return lr_result
         return self.upscaler(lr_result, attention, known_image, mask)
 
@@ -268,7 +265,8 @@ def build_rethined(**options) -> Rethined:
     return model
 
 
-_CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, why="LR network at 512, integer upscale factor")
+_CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, square=True,
+                                   why="LR network at 512x512, integer upscale factor")
 
 
 @register_model(
