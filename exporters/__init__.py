@@ -6,7 +6,7 @@ from rethined_bench.errors import UnknownNameError
 
 from .base import Artifact, Exporter, ExportRequest, export, parity
 
-_TARGETS = {"onnx": "exporters.onnx:OnnxExporter"}
+_TARGETS = {"onnx": "exporters.onnx:OnnxExporter", "coreml": "exporters.coreml:CoreMLExporter"}
 
 
 def list_targets() -> list[str]:

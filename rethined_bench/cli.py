@@ -82,11 +82,13 @@ def doctor(profiles: ProfilesOption = None) -> None:
 
 @app.command()
 def export(
-    target: Annotated[str, typer.Option(help="onnx (others: see `rbench doctor`).")] = "onnx",
+    target: Annotated[str, typer.Option(help="onnx, or coreml (ML Program; without --device: iOS16 deployment "
+                                              "target, compute units ALL, fp16).")] = "onnx",
     model: Annotated[list[str], typer.Option("--model", help="Model name (repeatable).")] = ["rethined"],
     res: Annotated[list[int], typer.Option("--res", help="Square resolution (repeatable).")] = [1024],
     variant: Annotated[Optional[str], typer.Option(help="Model variant (default: the model's first).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or fp16 (default: the device's, else fp32).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or fp16 (default: the device's, else the target's: "
+                                                          "fp32 for onnx, fp16 for coreml).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Take target settings from this device profile.")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18; 13 for TensorRT 8.2).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Checkpoint to load (strict).")] = None,
@@ -110,7 +112,8 @@ def export(
     exporter = get_exporter(target)
     for name in model:
         for size in res:
-            request = ExportRequest(name, size, size, target, variant=variant, precision=precision or "fp32",
+            request = ExportRequest(name, size, size, target, variant=variant,
+                                    precision=precision or exporter.precisions[0],
                                     weights=str(weights) if weights else None, options=options)
             artifact = export_artifact(request, exporter, out, check_parity=parity)
             check = artifact.manifest.get("parity", {})

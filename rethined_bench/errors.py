@@ -20,6 +20,10 @@ class UnsupportedResolutionError(RbenchError):
     """The model cannot take this input size."""
 
 
+class UnsupportedExportError(RbenchError):
+    """A converter refuses the model for this target (stored as an ``unsupported`` cell, like the paper's "-")."""
+
+
 class MissingDependencyError(RbenchError):
     """An optional dependency is not installed."""
 

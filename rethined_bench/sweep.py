@@ -16,7 +16,7 @@ from exporters import ExportRequest, export, get_exporter
 from exporters.base import Artifact
 
 from .devices import DeviceProfile
-from .errors import ParityError, RbenchError, UnsupportedResolutionError
+from .errors import ParityError, RbenchError, UnsupportedExportError, UnsupportedResolutionError
 from .measure.cell import CellError, measure_cell
 from .measure.environment import load_average, snapshot
 from .measure.protocol import Protocol
@@ -46,7 +46,7 @@ class CellOutcome:
 
 def runner_settings(profile: DeviceProfile) -> dict[str, Any]:
     """Runner options the profile fixes (e.g. ORT threads and graph optimisation level)."""
-    keys = {"local-ort": ("threads", "graph_opt_level")}.get(profile.runner, ())
+    keys = {"local-ort": ("threads", "graph_opt_level"), "local-coreml": ("compute_units",)}.get(profile.runner, ())
     return {k: profile.toolchain[k] for k in keys if k in profile.toolchain}
 
 
@@ -101,7 +101,7 @@ class Sweep:
                                 weights=self.weights.get(cell.model), options=export_options(self.profile))
         try:
             artifact = export(request, self.exporter, self.artifacts_dir)
-        except UnsupportedResolutionError as exc:
+        except (UnsupportedResolutionError, UnsupportedExportError) as exc:
             return self._store_failure(cell, "unsupported", str(exc))
         except (ParityError, RbenchError, RuntimeError, ValueError) as exc:
             return self._store_failure(cell, "failed", f"export: {exc}")
