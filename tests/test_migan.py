@@ -350,6 +350,7 @@ def test_onnx_export_1024_matches_pytorch(model, inputs_1024, reference_1024, tm
     assert not {"Pad", "Where", "NonZero", "If", "Loop"} & set(ops)
 
 
+@pytest.mark.slow  # tests/test_coreml.py converts every model at 1024 by default, with structural checks
 def test_coreml_conversion_1024(model, inputs_1024):
     ct = pytest.importorskip("coremltools")
     image, mask = inputs_1024
