@@ -37,7 +37,8 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int, opset: in
     path = Path(path)
     image, mask = example if example is not None else make_inputs(height, width)
     model = model.eval()
-    with warnings.catch_warnings():
+    # no_grad: the TorchScript exporter otherwise records autograd (18.8 GB peak instead of 4.3 GB at 4096²)
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, tracer warnings) is not for users
         if opset >= DYNAMO_MIN_OPSET:
             program = torch.onnx.export(model, (image, mask), dynamo=True, opset_version=opset,
