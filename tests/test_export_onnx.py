@@ -59,3 +59,10 @@ def test_an_intact_artifact_is_reused_and_a_corrupted_one_is_detected(onnx_artif
 def test_unknown_target_is_a_user_error():
     with pytest.raises(UnknownNameError, match="unknown target 'tflite'"):
         get_exporter("tflite")
+
+
+def test_artifact_weights_do_not_grow_with_resolution(onnx_artifact, tmp_path):
+    """Only the resolution-independent weights may be stored: no H×W constant folded in (e.g. a blur normaliser)."""
+    larger = export(ExportRequest("rethined", 2048, 2048, "onnx", variant="top1"), get_exporter("onnx"), tmp_path,
+                    count_work=False)
+    assert larger.manifest["onnx"]["initializer_bytes"] < onnx_artifact.manifest["onnx"]["initializer_bytes"] * 1.01

@@ -176,14 +176,21 @@ class GaussianLowPass(nn.Module):
         super().__init__()
         self.register_buffer("taps", gaussian_taps(sigma, taps), persistent=False)
 
-    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+    def _blur_rows(self, x: torch.Tensor) -> torch.Tensor:
         c, k = x.shape[1], self.taps.numel()
-        x = F.conv2d(x, self.taps.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
+        return F.conv2d(x, self.taps.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
+
+    def _blur_columns(self, x: torch.Tensor) -> torch.Tensor:
+        c, k = x.shape[1], self.taps.numel()
         return F.conv2d(x, self.taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ones = torch.ones_like(x[:1, :1])
-        return self._blur(x) / self._blur(ones)
+        # the border normaliser is separable: divide by its row and column factors in turn, so an exporter's
+        # constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²)
+        height, width = x.shape[-2:]
+        row_norm = self._blur_rows(x.new_ones(1, 1, 1, width))
+        column_norm = self._blur_columns(x.new_ones(1, 1, height, 1))
+        return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
 
 def mix_dense(attention: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
