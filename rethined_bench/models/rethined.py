@@ -187,9 +187,8 @@ class GaussianLowPass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the border normaliser is separable: divide by its row and column factors in turn, so an exporter's
         # constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²)
-        height, width = x.shape[-2:]
-        row_norm = self._blur_rows(x.new_ones(1, 1, 1, width))
-        column_norm = self._blur_columns(x.new_ones(1, 1, height, 1))
+        row_norm = self._blur_rows(torch.ones_like(x[:1, :1, :1, :]))  # (1,1,1,W); ones_like converts everywhere
+        column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
 
