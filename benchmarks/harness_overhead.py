@@ -52,7 +52,7 @@ def rbench_process(artifact: Path, warmup: int, iters: int) -> list[float]:
     from rethined_bench.measure.cell import run_worker
     from rethined_bench.measure.protocol import Protocol
 
-    protocol = Protocol(processes=1, warmup=warmup, min_iters=iters, min_time_s=0.0, max_time_s=1e6)
+    protocol = Protocol(processes=1, warmup=warmup, min_iters=iters, min_time_s=0.0, max_time_s=600.0)
     return run_worker("local-ort", {}, Artifact.load(artifact), protocol).samples_ms
 
 
