@@ -121,3 +121,11 @@ def test_roofline_floor_picks_the_binding_ceiling():
     floor = roofline_floor_ms(100.0, 10**6, {"fp16_gflops": 500.0, "mem_gbps": 50.0}, "fp16")
     assert floor["bound"] == "compute" and floor["floor_ms"] == pytest.approx(200.0)
     assert roofline_floor_ms(1.0, 1, {}, "fp32")["floor_ms"] is None
+
+
+def test_peak_memory_is_this_process_own_not_an_inherited_high_water_mark():
+    """A fresh worker must not report its parent's peak: after a reset the peak tracks this process's RSS."""
+    ballast = np.ones(300 * 2**20 // 8)  # ~300 MB resident in this process
+    del ballast
+    protocol_module._reset_peak_rss()
+    assert protocol_module._peak_rss_mb() < protocol_module._rss_mb() + 100

@@ -75,8 +75,26 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def _reset_peak_rss() -> None:
+    """Restart the kernel's RSS high-water mark at the current RSS (Linux ≥ 4.0; a no-op elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak RSS of this address space (VmHWM). Not ``ru_maxrss``: that survives fork + exec, so a worker would
+    report its parent's peak (e.g. the exporting ``rbench run`` process) instead of its own."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed_iterations(run: Any, protocol: Protocol) -> tuple[list[float], bool]:
@@ -106,6 +124,7 @@ def measure_process(runner: Runner, artifact: Artifact, protocol: Protocol) -> P
     loaded = runner.load(artifact)
     load_cold = (time.perf_counter() - begin) * 1e3
     rss_after = _rss_mb()
+    _reset_peak_rss()
 
     begin = time.perf_counter()
     output = loaded.infer(inputs)
