@@ -37,7 +37,7 @@ which no released code matches):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -284,7 +284,3 @@ _CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, square=True,
 )
 def rethined(**options) -> Rethined:
     return build_rethined(**options)
-
-
-def config_dict(model: Rethined) -> dict:
-    return asdict(model.config)
