@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import rethined_bench as rb
+from rethined_bench.inputs import make_inputs
 from rethined_bench.optimize import deploy
 
 
@@ -25,3 +27,15 @@ def onnx_artifact(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("artifacts")
     return export(ExportRequest("rethined", 1024, 1024, "onnx"), get_exporter("onnx"), out)
+
+
+@pytest.fixture(scope="module")
+def inputs_1024():
+    """Image and mask at 1024 for parity tests; ``model`` is the requesting test module's own fixture."""
+    return make_inputs(1024, 1024, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference_1024(model, inputs_1024):
+    with torch.inference_mode():
+        return model(*inputs_1024)

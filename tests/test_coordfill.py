@@ -48,17 +48,6 @@ def sample_256(model):
         return image, mask, model(image, mask)
 
 
-@pytest.fixture(scope="module")
-def inputs_1024():
-    return make_inputs(1024, 1024, seed=3)
-
-
-@pytest.fixture(scope="module")
-def reference_1024(model, inputs_1024):
-    with torch.inference_mode():
-        return model(*inputs_1024)
-
-
 # --- checkpoint layout -------------------------------------------------------------------------------------------
 
 def test_parameter_count_is_official(model):

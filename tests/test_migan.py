@@ -65,17 +65,6 @@ def native_512(model):
         return image, mask, model.net(native_input(image, mask))
 
 
-@pytest.fixture(scope="module")
-def inputs_1024():
-    return make_inputs(1024, 1024, seed=3)
-
-
-@pytest.fixture(scope="module")
-def reference_1024(model, inputs_1024):
-    with torch.inference_mode():
-        return model(*inputs_1024)
-
-
 # --- checkpoint layout -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("resolution", [512, 256])
