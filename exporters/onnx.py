@@ -51,11 +51,12 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int, opset: in
                               do_constant_folding=True)
     onnx.checker.check_model(str(path), full_check=True)
     if simplify:
-        _simplify_in_place(path)
+        simplify_in_place(path)
     return path
 
 
-def _simplify_in_place(path: Path) -> None:
+def simplify_in_place(path: Path) -> None:
+    """Replace the model at ``path`` by onnxsim's simplification when that passes the full checker."""
     import onnxsim
 
     model = onnx.load(str(path))

@@ -21,12 +21,12 @@ from rethined_bench.errors import RbenchError, UnsupportedResolutionError
 from rethined_bench.inputs import make_inputs
 from rethined_bench.models.migan import (
     Downsample2d,
+    EncoderBlock,
     Generator,
     SeparableConv2d,
     Upsample2d,
     build_migan,
     hole_crop_box,
-    lrelu_agc,
 )
 from rethined_bench.optimize import deploy, deploy_leftovers
 
@@ -44,6 +44,30 @@ def official_upsample(x: torch.Tensor, weight: torch.Tensor, filter_const: torch
     x = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) * filter_const
     x = F.pad(x, (2, 1, 2, 1))
     return F.conv2d(x, weight, groups=x.shape[1])
+
+
+def official_lrelu_agc(x: torch.Tensor) -> torch.Tensor:
+    """The official activation as written there: ``clamp(leaky_relu(x, 0.2)·√2, ±256)``."""
+    return (F.leaky_relu(x, 0.2) * math.sqrt(2)).clamp(-256, 256)
+
+
+def official_separable_forward(self: SeparableConv2d, x: torch.Tensor) -> torch.Tensor:
+    """The official SeparableConv2d order with ungained weights, the official activation and upsampler."""
+    x = official_lrelu_agc(self.conv1(x))
+    x = self.conv2(self.downsample(x) if self.downsample is not None else x)
+    if self.upsample is not None:
+        x = official_upsample(x, self.upsample.filter.weight, self.upsample.filter_const)
+    if self.use_noise:
+        x = x + self.noise_const * self.noise_strength
+    return official_lrelu_agc(x)
+
+
+def official_encoder_block_forward(self: EncoderBlock, x, image):
+    if self.fromrgb is not None:
+        y = official_lrelu_agc(self.fromrgb(image))
+        x = y if x is None else x + y
+    skip = self.conv1(x)
+    return self.conv2(skip), skip
 
 
 def native_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -127,31 +151,44 @@ def test_seeded_weights_are_deterministic():
 
 # --- equivalence with the official formulation ------------------------------------------------------------------
 
-def test_activation_is_lrelu_gain_clamp():
-    x = torch.tensor([-1000.0, -1.0, 0.0, 1.0, 100.0, 1000.0])
-    expected = torch.tensor([-256.0, -0.2 * math.sqrt(2), 0.0, math.sqrt(2), 100 * math.sqrt(2), 256.0])
-    torch.testing.assert_close(lrelu_agc(x), expected)
+@pytest.mark.parametrize("layer", ["down", "up-noise"])
+def test_gain_folded_separable_conv_equals_the_official_order(layer):
+    torch.manual_seed(0)
+    down = layer == "down"
+    conv = SeparableConv2d(8, 16, down=down, up=not down, noise_resolution=None if down else 32)
+    with torch.no_grad():
+        for parameter in conv.parameters():
+            if parameter.dim() != 4 or parameter.shape[-1] == 3 or parameter.shape[-1] == 1:  # not the FIR taps
+                parameter.normal_(0, 3.0)  # large enough that leaky_relu's negative side and the ±256 clamp act
+    x = torch.randn(2, 8, 16, 16) * 20
+    with torch.no_grad():
+        ours, official = conv(x), official_separable_forward(conv, x)
+    assert float(official.abs().max()) == 256.0 and float(official.min()) < 0  # clamp and slope both exercised
+    # float32 rounding of the reordered products only (values reach ±256); a wrong gain, slope or clamp is O(1)
+    assert float((ours - official).abs().max()) < 1e-5 * 256
 
 
 @pytest.mark.parametrize("channels", [3, 64])
-def test_transposed_conv_upsample_equals_official_zero_insertion(channels):
+def test_nearest_blur_upsample_equals_official_zero_insertion(channels):
     up = Upsample2d(channels, resolution=16)
     x = torch.randn(2, channels, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = official_upsample(x, up.filter.weight, up.filter_const)
     torch.testing.assert_close(up(x), expected, rtol=0, atol=1e-6)
 
 
-def test_generator_equals_official_upsampling_end_to_end(monkeypatch):
+def test_generator_equals_the_official_formulation_end_to_end(monkeypatch):
     torch.manual_seed(0)
     net = build_migan(256).net.eval()
     x = torch.randn(1, 4, 256, 256)
     with torch.inference_mode():
         ours = net(x)
+        monkeypatch.setattr(SeparableConv2d, "forward", official_separable_forward)
+        monkeypatch.setattr(EncoderBlock, "forward", official_encoder_block_forward)
         monkeypatch.setattr(Upsample2d, "forward",
                             lambda self, t: official_upsample(t, self.filter.weight, self.filter_const))
         official = net(x)
-    # float32 rounding only (the two formulations sum the same four products per output pixel); a wrong phase,
-    # padding or gain would differ by O(1)
+    # float32 rounding only (the formulations sum the same products in another order); a wrong phase, padding,
+    # gain or noise scale would differ by O(1)
     assert float((ours - official).abs().max()) < 1e-5 * float(official.abs().max())
 
 
@@ -288,6 +325,9 @@ def _edited_checkpoint(model, tmp_path, edit) -> Path:
         pytest.param(lambda s: s.__setitem__("encoder.b512.from_rgb.weight", s.pop("encoder.b512.fromrgb.weight")),
                      id="renamed-key"),
         pytest.param(lambda s: s.__setitem__("synthesis.b512.torgb.bias", torch.zeros(4)), id="wrong-shape"),
+        # the upsampler's nearest + [1,2,1] blur form is exact only for the fixed FIR every checkpoint carries
+        pytest.param(lambda s: s.update({k: s[k] * 1.01 for k in ["synthesis.b16.conv1.upsample.filter.weight"]}),
+                     id="altered-fixed-fir"),
     ],
 )
 def test_mismatched_checkpoint_is_rejected(model, tmp_path, edit):
@@ -332,10 +372,11 @@ def _check_onnx(model, inputs, reference, path: Path, size: int, opset: int) -> 
 @pytest.mark.parametrize("opset", [18, 13])
 def test_onnx_export_1024_matches_pytorch(model, inputs_1024, reference_1024, tmp_path, opset):
     ops = _check_onnx(model, inputs_1024, reference_1024, tmp_path / f"migan_{opset}.onnx", 1024, opset)
-    # the export-friendly form: 14 transposed-conv upsamplers, no Pad/Where, one Resize (512 → 1024)
-    assert ops.get("ConvTranspose") == 14
-    assert ops.get("Conv") == 73 + 7  # learned convs + FIR downsamplers
-    assert ops.get("Resize") == 1 and ops.get("AveragePool") == 1 and ops.get("MaxPool") == 1
+    # the export-friendly form: 14 upsamplers as nearest Resize + 3×3 blur Conv, no Pad/Where/Mul by a pattern,
+    # and one more Resize (bilinear 512 → 1024)
+    assert ops.get("Resize") == 14 + 1 and "ConvTranspose" not in ops
+    assert ops.get("Conv") == 73 + 7 + 14  # learned convs + FIR downsamplers + upsampler blurs
+    assert ops.get("AveragePool") == 1 and ops.get("MaxPool") == 1
     assert not {"Pad", "Where", "NonZero", "If", "Loop"} & set(ops)
 
 
@@ -355,7 +396,7 @@ def test_coreml_conversion_1024(model, inputs_1024):
     assert [i.name for i in spec.description.input] == ["image", "mask"]
     assert [o.name for o in spec.description.output] == ["inpainted"]
     ops = [op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations]
-    assert ops.count("conv_transpose") == 14 and ops.count("conv") == 73 + 7
+    assert ops.count("upsample_nearest_neighbor") == 14 and ops.count("conv") == 73 + 7 + 14
     assert "pad" not in ops
 
 

@@ -23,12 +23,15 @@ output filter.
 
 **Export-friendly formulation** (models.md §3.7), numerically equal to the official one:
 
-- ``Upsample2d`` is a fixed depthwise ``conv_transpose2d(x, filter.weight, stride=2, padding=1, groups=C)``. The
-  official nearest-×2 · ``filter_const`` (zero insertion) → pad (2,1,2,1) → 4×4 depthwise conv computes the same sum
-  with the kernel flipped, which the symmetric [1,3,3,1] taps leave unchanged. ``filter_const`` stays a buffer only
-  so checkpoints load; the transposed conv does not depend on R.
+- ``Upsample2d`` is nearest ×2 followed by a fixed 3×3 ``[1,2,1]⊗[1,2,1]/16`` depthwise conv. The official
+  nearest-×2 · ``filter_const`` (zero insertion) → pad (2,1,2,1) → 4×4 ``[1,3,3,1]`` depthwise conv computes the
+  same thing, since ``[1,3,3,1] = [1,2,1] * [1,1]``, with 16 instead of 9 taps per output pixel and an extra
+  full-resolution multiply. ``filter_const`` stays a buffer only so checkpoints load; nothing depends on R.
 - Noise is the checkpoint's ``noise_const · noise_strength``: a constant bias map at the native R (random noise is
   training-only).
+- The activation's √2 gain is applied to the weights and bias of the conv before it (and to the noise, which
+  lies between them with the linear up/downsampling): constants after export, so no full-resolution ``Mul``
+  remains (``leaky_relu`` is positively homogeneous; the clamp at ±256 stays after it, as in the official code).
 - No in-place ops, no ``F.pad``, no bool ``Where``, no data-dependent shapes.
 
 **Pipelines** (rbench contract: image in [0,1], mask 1 = hole, output composited at the input resolution):
@@ -68,6 +71,7 @@ ACT_SLOPE = 0.2
 ACT_GAIN = math.sqrt(2.0)
 ACT_CLAMP = 256.0
 FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
+BLUR_TAPS = (1.0, 2.0, 1.0)  # FIR_TAPS = BLUR_TAPS * [1, 1]: nearest ×2 then this blur is the FIR upsampler
 CHANNEL_BASE = 32768  # channels at resolution r: min(CHANNEL_BASE // r, CHANNEL_MAX), as the official Generator
 CHANNEL_MAX = 512
 RGB_CHANNELS = 3
@@ -78,9 +82,18 @@ FEATHER_TAPS = 5  # official: GaussianSmoothing(channels=1, kernel_size=5, sigma
 FEATHER_SIGMA = 1.0
 
 
-def lrelu_agc(x: torch.Tensor) -> torch.Tensor:
-    """The official ``lrelu_agc(alpha=0.2, gain='sqrt_2', clamp=256)``: ``clamp(leaky_relu(x)·√2, ±256)``."""
-    return (F.leaky_relu(x, ACT_SLOPE) * ACT_GAIN).clamp(-ACT_CLAMP, ACT_CLAMP)
+def gained_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)·√2`` with the activation's gain on the weights and bias: constants after export, no ``Mul``."""
+    bias = conv.bias * ACT_GAIN if conv.bias is not None else None
+    return F.conv2d(x, conv.weight * ACT_GAIN, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def lrelu_clamp(x: torch.Tensor) -> torch.Tensor:
+    """The official ``lrelu_agc(alpha=0.2, gain='sqrt_2', clamp=256)`` on an input that already carries the gain.
+
+    ``leaky_relu(x)·√2 = leaky_relu(√2·x)``, so ``clamp(leaky_relu(x)·√2, ±256) = lrelu_clamp(√2·x)``.
+    """
+    return F.leaky_relu(x, ACT_SLOPE).clamp(-ACT_CLAMP, ACT_CLAMP)
 
 
 def channels_at(resolution: int) -> int:
@@ -109,10 +122,18 @@ class Downsample2d(nn.Module):
 
 
 class Upsample2d(nn.Module):
-    """×2 upsampling with the [1,3,3,1] FIR (gain 4) as one depthwise transposed conv.
+    """×2 upsampling with the fixed [1,3,3,1] FIR (gain 4), computed as nearest ×2 then a 3×3 [1,2,1] blur.
 
-    ``filter_const`` is the official zero-insertion pattern at the output resolution; it is kept as a persistent
-    buffer only so that checkpoints load strictly and is not used by :meth:`forward`.
+    In one dimension the official zero-insert → pad (2, 1) → taps ``[1,3,3,1]/4`` gives ``out[2s] = (x[s-1] +
+    3·x[s])/4`` and ``out[2s+1] = (3·x[s] + x[s+1])/4``; nearest ×2 (``y[p] = x[p//2]``) then ``[1,2,1]/4`` with
+    zero padding gives the same at every position, borders included. In ONNX Runtime this Resize + depthwise
+    Conv beats both the official form and the other exact rewrites (a grouped ConvTranspose, and a polyphase
+    Conv + DepthToSpace whose DepthToSpace alone cost a quarter of the generator), see ``benchmarks/vs_official.py``.
+
+    The identity needs the FIR to be the fixed one. MI-GAN's training code keeps it a buffer
+    (``setup_filter([1,3,3,1])``), so released checkpoints carry exactly these taps in ``filter.weight``; loading
+    one that does not raises instead of silently computing something else. ``filter_const`` is the official
+    zero-insertion pattern at the output resolution, kept only so that checkpoints load strictly.
     """
 
     def __init__(self, channels: int, resolution: int) -> None:
@@ -122,9 +143,20 @@ class Upsample2d(nn.Module):
         self.filter = nn.Conv2d(channels, channels, 4, groups=channels, bias=False)
         with torch.no_grad():
             self.filter.weight.copy_(fir_kernel(channels, gain=4.0))
+        taps = torch.tensor(BLUR_TAPS)
+        blur = torch.outer(taps, taps) / taps.sum() ** 2
+        self.register_buffer("blur", blur.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.register_load_state_dict_post_hook(_require_fixed_fir)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.filter.weight, stride=2, padding=1, groups=x.shape[1])
+        return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), self.blur, padding=1, groups=x.shape[1])
+
+
+def _require_fixed_fir(module: Upsample2d, _incompatible_keys: object) -> None:
+    expected = fir_kernel(module.filter.out_channels, gain=4.0)
+    if not torch.allclose(module.filter.weight, expected, rtol=0, atol=1e-7):
+        raise RuntimeError("an Upsample2d filter.weight is not MI-GAN's fixed [1,3,3,1] FIR (gain 4); every "
+                           "released checkpoint has it, so this file is not an MI-GAN generator checkpoint")
 
 
 class SeparableConv2d(nn.Module):
@@ -146,15 +178,15 @@ class SeparableConv2d(nn.Module):
             raise ValueError("an upsampling SeparableConv2d needs its output resolution (noise_resolution)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = lrelu_agc(self.conv1(x))
+        x = lrelu_clamp(gained_conv(self.conv1, x))
         if self.downsample is not None:
             x = self.downsample(x)
-        x = self.conv2(x)
+        x = gained_conv(self.conv2, x)  # the second activation's gain, carried through the linear ops below
         if self.upsample is not None:
             x = self.upsample(x)
         if self.use_noise:
-            x = x + self.noise_const * self.noise_strength
-        return lrelu_agc(x)
+            x = x + self.noise_const * (self.noise_strength * ACT_GAIN)
+        return lrelu_clamp(x)
 
 
 class EncoderBlock(nn.Module):
@@ -168,7 +200,7 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor | None, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.fromrgb is not None:
-            y = lrelu_agc(self.fromrgb(image))
+            y = lrelu_clamp(gained_conv(self.fromrgb, image))
             x = y if x is None else x + y
         if x is None:
             raise ValueError("the first encoder block needs fromrgb")

@@ -27,14 +27,21 @@ def default_threads() -> int:
 
 
 def create_session(path: Path, *, threads: int | None = None, graph_opt_level: str = "all",
-                   providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
-    """An InferenceSession with explicit, recorded settings (threads, graph optimisation, provider)."""
+                   providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                   profile_prefix: str | None = None) -> ort.InferenceSession:
+    """An InferenceSession with explicit, recorded settings (threads, graph optimisation, provider).
+
+    ``profile_prefix`` turns on ORT's per-node profiler (``end_profiling()`` returns the JSON file it wrote).
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = GRAPH_OPT_LEVELS[graph_opt_level]
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
