@@ -28,8 +28,8 @@ Inference form (the only form; it is what gets exported):
   intermediate stays within :data:`CHUNK_BYTES` (one chunk up to 2048²: 1.1 GB; four at 4096²).
 
 Measured against the official ``forward`` by ``benchmarks/vs_official.py`` (both exported the same way: dynamo,
-opset 18, onnxsim; ONNX Runtime CPU fp32, 2 threads; same weights; 7 interleaved rounds): 0.85× its latency at
-2048², outputs equal to 1.9e-6. ORT's profile puts 72% of our time in the per-pixel MLP, 21% in the encoder and
+opset 18, onnxsim; ONNX Runtime CPU fp32, 2 threads; same weights; 7 interleaved rounds): 0.83× its latency at
+2048², outputs equal to 1.9e-6. ORT's profile puts 73% of our time in the per-pixel MLP, 21% in the encoder and
 5% in the parameter generator (official: 73%, 22%, 4%).
 
 Not reproduced: the official ``load_state_dict`` override, which silently ignores keys missing from a checkpoint

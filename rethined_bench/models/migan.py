@@ -33,7 +33,7 @@ output filter.
   lies between them with the linear up/downsampling): constants after export, so no full-resolution ``Mul``
   remains (``leaky_relu`` is positively homogeneous; the clamp at ±256 stays after it, as in the official code).
 - No in-place ops, no ``F.pad``, no bool ``Where``, no data-dependent shapes.
-- Together, the upsampler and the folded gain make the generator 0.86× the official one's latency in ONNX Runtime
+- Together, the upsampler and the folded gain make the generator 0.85× the official one's latency in ONNX Runtime
   (``benchmarks/vs_official.py``: both exported the same way, same weights, outputs equal to 1.2e-5, CPU fp32,
   2 threads, 7 interleaved rounds).
 
