@@ -23,6 +23,8 @@ def rbench(*args, cwd=None, check=False):
 @pytest.mark.parametrize("args,message", [
     (["export", "--model", "nope"], "unknown model 'nope'"),
     (["export", "--res", "1000"], "resolution 1000x1000 is not supported"),
+    (["export", "--model", "migan", "--res", "1000"], "must be multiples of 512"),
+    (["export", "--model", "coordfill", "--res", "1000"], "must be multiples of 32"),
     (["export", "--target", "tflite"], "unknown target 'tflite'"),
     (["export", "--variant", "top7"], "unknown variant of rethined 'top7'"),
     (["run", "--device", "pixel-9"], "unknown device 'pixel-9'"),
@@ -37,9 +39,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
 
 
-def test_models_lists_rethined_with_its_parameter_count():
+def test_models_lists_every_model_with_its_parameter_count():
     done = rbench("models", check=True)
-    assert "rethined" in done.stdout and "4,381,606" in done.stdout
+    for name, params in [("rethined", "4,381,606"), ("migan", "5,973,366"), ("coordfill", "31,637,010")]:
+        assert name in done.stdout and params in done.stdout
 
 
 def test_a_sweep_stores_resumes_and_reports(tmp_path):
