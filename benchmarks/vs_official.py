@@ -210,8 +210,8 @@ def ours_module(comparison: Comparison) -> tuple[Any, Any]:
     from rethined_bench.optimize import deploy
 
     if comparison.name == "migan":
-        net = create_model("migan").net.eval()
-        return _wrap(_migan_packing, net), _wrap(_migan_packing, net)
+        wrapped = _wrap(_migan_packing, create_model("migan").net.eval())  # already the inference form
+        return wrapped, wrapped
     if comparison.name == "coordfill":
         net = create_model("coordfill").net.eval()
         return net, net

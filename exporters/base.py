@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rethined_bench.errors import ParityError, RbenchError
+from rethined_bench.errors import ParityError, RbenchError, read_json
 from rethined_bench.inputs import make_inputs
 from rethined_bench.measure.flops import work_counts
 from rethined_bench.models import INPUT_NAMES, OUTPUT_NAMES, create_model, get_model_spec
@@ -94,12 +94,9 @@ class Artifact:
         manifest_file = manifest_path_for(path)
         if not path.exists():
             raise RbenchError(f"artifact not found: {path}")
-        if not manifest_file.is_file():
-            raise RbenchError(f"artifact {path} has no manifest {manifest_file.name}; re-export it with rbench export")
-        try:
-            manifest = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise RbenchError(f"manifest {manifest_file} is not valid JSON ({exc.msg}); re-export the artifact")
+        manifest = read_json(manifest_file, fix="; re-export the artifact",
+                             missing=f"artifact {path} has no manifest {manifest_file.name}; re-export it with "
+                                     "rbench export")
         if verify and sha256_of(path) != manifest.get("sha256"):
             raise RbenchError(f"artifact {path} does not match its manifest's sha256 (corrupted or modified); "
                               "re-export it with rbench export")

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 
 class RbenchError(Exception):
     """An error the user can fix (bad argument, missing dependency, unreachable device, corrupt artifact)."""
 
     exit_code = 2
+
+
+def read_json(path: Path, *, missing: str, fix: str = "") -> Any:
+    """Parse a JSON file the user pointed rbench at: a missing or unparsable file is an RbenchError, not a traceback.
+
+    ``missing`` is the whole message for an absent file; ``fix`` is appended to the invalid-JSON message.
+    """
+    if not path.is_file():
+        raise RbenchError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}){fix}") from exc
 
 
 class UnknownNameError(RbenchError):

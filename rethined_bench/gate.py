@@ -32,7 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RbenchError
+from .errors import RbenchError, read_json
 
 DEFAULT_PROCESSES = 6  # one-sided Mann-Whitney needs n ≥ 5 per side for p < 0.01 (n=5: min p ≈ 0.004; n=6: 0.001)
 BOOTSTRAP_RESAMPLES = 4000
@@ -337,12 +337,8 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path) -> "Calibration":
-        if not path.is_file():
-            raise RbenchError(f"no calibration file at {path}; create one with rbench check --calibrate ARTIFACT")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+        data = read_json(path, missing=f"no calibration file at {path}; create one with rbench check --calibrate "
+                                       "ARTIFACT")
         if data.get("schema") != CALIBRATION_SCHEMA:
             raise RbenchError(f"{path} is not an rbench calibration ({CALIBRATION_SCHEMA})")
         try:
@@ -363,12 +359,7 @@ def calibrate(artifact: Any, processes: int, protocol: Any, measure: Measure, se
 
 def load_baseline_records(path: Path) -> dict[CellKey, dict[str, Any]]:
     """Successful records of a committed ``rbench report --format json``, keyed by cell."""
-    if not path.is_file():
-        raise RbenchError(f"no baseline results file at {path}; write one with rbench report --format json")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+    data = read_json(path, missing=f"no baseline results file at {path}; write one with rbench report --format json")
     if not isinstance(data, dict) or data.get("schema") != "rbench-results/1":
         raise RbenchError(f"{path} is not an rbench-results/1 report (rbench report --format json)")
     return {cell_key(r): r for r in data["results"] if r.get("status") == "ok" and r.get("latency_ms")}

@@ -9,12 +9,11 @@ produced them, so reports can tell them from numbers rbench measured itself.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from .devices import DeviceProfile, get_profile
-from .errors import RbenchError
+from .errors import RbenchError, read_json
 from .models import get_model_spec
 from .store import Result, ResultStore
 
@@ -28,10 +27,7 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if not path.is_file():
         raise RbenchError(f"ingest file not found: {path}")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RbenchError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+        data = read_json(path, missing=f"ingest file not found: {path}")
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise RbenchError(f"{path}: expected an object with a 'results' list (see docs/ingest.md)")
         return data["results"], {k: v for k, v in data.items() if k != "results"}

@@ -92,7 +92,7 @@ def stage_map(paths: Mapping[str, Sequence[str]], stages: Mapping[str, Sequence[
 
     def inferred(node: onnx.NodeProto) -> str:
         candidates = [*(mapping.get(o) for o in node.output),
-                      *(parameters.get(i) for i in node.input if parameters.get(i) != OTHER),
+                      *(stage for i in node.input if (stage := parameters.get(i)) != OTHER),
                       *(mapping.get(i) for i in node.input)]
         return next((stage for stage in candidates if stage is not None), OTHER)
 
