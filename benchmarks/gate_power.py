@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.base import Artifact, manifest_path_for, sha256_of, size_of
-from exporters.onnx import graph_statistics
+from exporters.onnx import graph_statistics, onnx_graph
+from rethined_bench.artifact import Artifact, manifest_path_for, sha256_of, size_of
 from rethined_bench import gate
 from rethined_bench.measure.protocol import Protocol
 
@@ -75,7 +75,7 @@ def build_base(path: Path, seed: int = 0) -> Artifact:
 def write_manifest(path: Path, manifest: dict[str, Any]) -> Artifact:
     """Write ``path``'s manifest (the exporters.base layout): sha256, size and ONNX op histogram of the file."""
     manifest = manifest | {"name": path.stem, "file": path.name, "sha256": sha256_of(path),
-                           "size_bytes": size_of(path), "onnx": graph_statistics(path)}
+                           "size_bytes": size_of(path), "onnx": graph_statistics(path), "graph": onnx_graph(path)}
     manifest_path_for(path).write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact.load(path)
 

@@ -48,20 +48,24 @@ def bare_process(artifact: Path, warmup: int, iters: int) -> list[float]:
 
 
 def rbench_process(artifact: Path, warmup: int, iters: int) -> list[float]:
-    from exporters.base import Artifact
-    from rethined_bench.measure.cell import run_worker
+    """One process through the runner interface, exactly as ``rbench run`` measures: prepare, then measure."""
+    from rethined_bench.artifact import Artifact
+    from rethined_bench.backends import create_runner
     from rethined_bench.measure.protocol import Protocol
 
     protocol = Protocol(processes=1, warmup=warmup, min_iters=iters, min_time_s=0.0, max_time_s=600.0)
-    return run_worker("local-ort", {}, Artifact.load(artifact), protocol).samples_ms
+    runner = create_runner("local-ort")
+    return runner.measure(runner.prepare(Artifact.load(artifact)), protocol).processes[0].samples_ms
 
 
 def ensure_artifact(path: Path | None) -> Path:
     if path is not None:
         return path
-    from exporters import ExportRequest, export, get_exporter
+    from exporters import ExportRequest, export
+    from rethined_bench.backends import create_exporter, local_runner
 
-    return export(ExportRequest("rethined", 1024, 1024, "onnx"), get_exporter("onnx"), Path("artifacts")).path
+    return export(ExportRequest("rethined", 1024, 1024, "onnx"), create_exporter("onnx"), Path("artifacts"),
+                  parity_runner=local_runner("onnx")).path
 
 
 def main() -> None:

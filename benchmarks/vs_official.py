@@ -316,7 +316,7 @@ def export_side(comparison: Comparison, side: str, train_form: Any, inference_fo
     import onnx
     import torch
 
-    from exporters.base import parity
+    from rethined_bench.artifact import compare
     from exporters.onnx import export_onnx, graph_statistics, simplify_in_place
     from rethined_bench.measure.breakdown import module_paths
     from rethined_bench.measure.flops import count_params, fvcore_macs
@@ -336,7 +336,7 @@ def export_side(comparison: Comparison, side: str, train_form: Any, inference_fo
     simplify_in_place(out)
 
     candidate = create_session(out).run(None, inputs)[0]
-    onnx_parity = parity(expected.numpy(), candidate)
+    onnx_parity = compare(expected.numpy(), candidate)
     if not onnx_parity["max_abs_error"] < PARITY_ATOL:
         raise SystemExit(f"{side}: ORT output differs from PyTorch by {onnx_parity['max_abs_error']:.3g}")
     torch.save(expected, out.with_name(out.name + ".output.pt"))  # for the cross-side check
@@ -446,7 +446,8 @@ def profile_process(args: argparse.Namespace) -> dict[str, Any]:
     """One process: ORT-profiled inferences, kernel time per stage."""
     import onnx
 
-    from rethined_bench.measure.breakdown import profile_stages, stage_map
+    from rethined_bench.measure.breakdown import stage_map
+    from rethined_bench.runners.ort import profile_stages
 
     comparison = COMPARISONS[args.comparison]
     paths = json.loads(args.onnx.with_name(args.onnx.name + ".scopes.json").read_text())

@@ -22,7 +22,7 @@ Every export is checked before its manifest is written, and a violation fails it
 
 Prediction needs macOS, so the numerical check here is an emulation (:func:`fp16_error_bound`): the deploy form on
 CPU with weights, inputs and every op's result rounded to fp16, against fp32; the manifest keeps max/mean abs error
-and PSNR as ``fp16_error_bound``. On macOS :meth:`CoreMLExporter.run_here` predicts, and the shared driver checks
+and PSNR as ``fp16_error_bound``. On macOS the shared driver predicts with the ``local-coreml`` runner and checks
 parity against PyTorch. A model the converter refuses raises :class:`CoreMLConversionError` with its reason.
 """
 
@@ -47,11 +47,13 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from rethined_bench.artifact import compare
 from rethined_bench.errors import RbenchError, UnsupportedExportError
 from rethined_bench.models import INPUT_NAMES, OUTPUT_NAMES
-from rethined_bench.runners.coreml import COMPUTE_UNITS, coremltools_module, predict_here
+from rethined_bench.settings import setting
+from rethined_bench.toolchains import COREML_COMPUTE_UNITS, coremltools_module
 
-from .base import ExportRequest, Exporter, parity
+from .base import ExportRequest, Exporter
 
 DEFAULT_DEPLOYMENT_TARGET = "iOS16"
 DEFAULT_COMPUTE_UNITS = "ALL"
@@ -407,11 +409,23 @@ def fp16_error_bound(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor
     if rounding.overflow is not None:
         raise CoreMLValidationError(f"fp16 overflow: {rounding.overflow} exceeds ±{FP16_MAX:g} "
                                     "(it would be inf on the device)")
-    return parity(reference.numpy(), output.numpy()) | {"max_abs_activation": rounding.max_abs,
+    return compare(reference.numpy(), output.numpy()) | {"max_abs_activation": rounding.max_abs,
                                                         "method": FP16_EMULATION}
 
 
 # ------------------------------------------------------------------------------------------ the target
+
+@dataclass(frozen=True)
+class CoreMLSettings:
+    deployment_target: str = setting(DEFAULT_DEPLOYMENT_TARGET, key="coreml_deployment_target",
+                                     help="minimum deployment target (an ML Program target: iOS15 or newer)")
+    compute_units: str = setting(DEFAULT_COMPUTE_UNITS, help="recorded in the package's metadata and manifest")
+
+    def __post_init__(self) -> None:
+        if self.compute_units not in COREML_COMPUTE_UNITS:
+            raise RbenchError(f"Core ML compute units must be one of {', '.join(COREML_COMPUTE_UNITS)}, "
+                              f"not {self.compute_units!r}")
+
 
 class CoreMLExporter(Exporter):
     """``rbench export --target coreml``: one ``.mlpackage`` per (model, resolution, precision)."""
@@ -419,17 +433,13 @@ class CoreMLExporter(Exporter):
     target = "coreml"
     suffix = ".mlpackage"
     precisions = ("fp16", "fp32")
-
-    def default_options(self, request: ExportRequest) -> dict[str, Any]:
-        return {"deployment_target": DEFAULT_DEPLOYMENT_TARGET, "compute_units": DEFAULT_COMPUTE_UNITS}
+    settings_class = CoreMLSettings
+    local_runner = "local-coreml"
 
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
                 example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
         deployment_target = str(request.options["deployment_target"])
         compute_units = str(request.options["compute_units"])
-        if compute_units not in COMPUTE_UNITS:
-            raise RbenchError(f"Core ML compute units must be one of {', '.join(COMPUTE_UNITS)}, "
-                              f"not {compute_units!r}")
         started = time.perf_counter()
         converter_warnings = convert_to_mlpackage(
             model, example, path, deployment_target=deployment_target, precision=request.precision,
@@ -454,9 +464,12 @@ class CoreMLExporter(Exporter):
             fields["fp16_error_bound"] = fp16_error_bound(model, example)
         return fields
 
-    def run_here(self, path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray | None:
-        """Prediction with compute units ALL on macOS; ``None`` elsewhere (Core ML has no Linux runtime)."""
-        return predict_here(path, inputs, OUTPUT_NAMES[0])
+    def graph(self, path: Path) -> dict[str, Any]:
+        """The MIL program's op histogram and constant bytes by dtype (readable on Linux)."""
+        _, program = load_program(path)
+        histogram = op_histogram(program)
+        return {"format": "mlprogram", "node_count": sum(histogram.values()), "ops": histogram,
+                "weight_bytes": const_bytes_by_dtype(program)}
 
 
 def _package_bytes(path: Path) -> dict[str, int]:

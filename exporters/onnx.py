@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from rethined_bench.inputs import make_inputs
 from rethined_bench.models import INPUT_NAMES, OUTPUT_NAMES
+from rethined_bench.settings import setting
 
 from .base import ExportRequest, Exporter
 
@@ -67,30 +69,42 @@ def simplify_in_place(path: Path) -> None:
 
 
 def graph_statistics(path: Path) -> dict[str, Any]:
-    """Node count by op type, opset, and initializer bytes: the deterministic facts the regression gate uses."""
+    """Node count by op type, opset, and initializer bytes by dtype: deterministic facts of an ONNX file."""
     model = onnx.load(str(path), load_external_data=False)
     ops = collections.Counter(node.op_type for node in model.graph.node)
-    initializer_bytes = sum(int(np.prod(t.dims)) * _itemsize(t.data_type) for t in model.graph.initializer)
+    weight_bytes: collections.Counter[str] = collections.Counter()
+    for tensor in model.graph.initializer:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        weight_bytes[dtype.name] += int(np.prod(tensor.dims)) * dtype.itemsize
     return {
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "ir_version": model.ir_version,
         "node_count": sum(ops.values()),
         "ops": dict(sorted(ops.items())),
-        "initializer_bytes": initializer_bytes,
+        "initializer_bytes": sum(weight_bytes.values()),
+        "weight_bytes": dict(sorted(weight_bytes.items())),
     }
 
 
-def _itemsize(data_type: int) -> int:
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
+def onnx_graph(path: Path) -> dict[str, Any]:
+    """The target-neutral ``graph`` summary of an ONNX file (``exporters.base.GRAPH_KEYS``)."""
+    statistics = graph_statistics(path)
+    return {"format": "onnx", "node_count": statistics["node_count"], "ops": statistics["ops"],
+            "weight_bytes": statistics["weight_bytes"]}
+
+
+@dataclass(frozen=True)
+class OnnxSettings:
+    opset: int = setting(DEFAULT_OPSET, key="onnx_opset",
+                         help="ONNX opset (>= 18: dynamo exporter; 13 for TensorRT 8.2: TorchScript exporter)")
 
 
 class OnnxExporter(Exporter):
     target = "onnx"
     suffix = ".onnx"
     precisions = ("fp32",)
-
-    def default_options(self, request: ExportRequest) -> dict[str, Any]:
-        return {"opset": DEFAULT_OPSET}
+    settings_class = OnnxSettings
+    local_runner = "local-ort"
 
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
                 example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
@@ -99,8 +113,5 @@ class OnnxExporter(Exporter):
         exporter = "torch.onnx dynamo" if opset >= DYNAMO_MIN_OPSET else "torch.onnx TorchScript"
         return {"onnx": {"exporter": exporter, "simplifier": "onnxsim", **graph_statistics(path)}}
 
-    def run_here(self, path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray | None:
-        from rethined_bench.runners.ort import create_session
-
-        session = create_session(path)
-        return session.run(list(OUTPUT_NAMES), inputs)[0]
+    def graph(self, path: Path) -> dict[str, Any]:
+        return onnx_graph(path)

@@ -12,9 +12,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .backends import target_names
 from .errors import RbenchError
 from .gate import check
 
@@ -48,16 +50,16 @@ def models() -> None:
 @app.command()
 def devices(profiles: ProfilesOption = None) -> None:
     """List device profiles: runner, target, precision, and whether rbench can reach the device from here."""
+    from .backends import runner_for
     from .devices import load_profiles
-    from .runners import get_runner, runner_names
 
     table = Table("device", "display", "runner", "target", "reachable here")
     for profile in load_profiles(profiles).values():
-        if profile.runner in runner_names():
-            availability = get_runner(profile.runner).availability()
-            reach = "yes" if availability.ok else f"no: {availability.reason}"
+        if profile.missing_backend:
+            reach = f"no: {profile.missing_backend}"
         else:
-            reach = f"no: runner {profile.runner} is not part of this rbench version"
+            availability = runner_for(profile).availability()
+            reach = "yes" if availability.ok else f"no: {availability.reason}"
         table.add_row(profile.name, profile.display, profile.runner, f"{profile.target} {profile.precision}", reach)
     console.print(table)
 
@@ -65,25 +67,25 @@ def devices(profiles: ProfilesOption = None) -> None:
 @app.command()
 def doctor(profiles: ProfilesOption = None) -> None:
     """Check each runner's requirements on this machine and say what to install or configure."""
+    from .backends import create_runner, runner_names
     from .devices import load_profiles
-    from .runners import get_runner, runner_names
 
     used = {p.runner for p in load_profiles(profiles).values()}
     table = Table("runner", "status", "why", "fix")
     for name in sorted(used | set(runner_names())):
         if name not in runner_names():
-            table.add_row(name, "[yellow]missing[/]", "not part of this rbench version", "")
+            table.add_row(name, "[yellow]missing[/]", "not in this rbench version", "")
             continue
-        availability = get_runner(name).availability()
+        availability = create_runner(name).availability()
         status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
-        table.add_row(name, status, availability.reason, availability.fix)
+        table.add_row(name, status, escape(availability.reason), escape(availability.fix))
     console.print(table)
 
 
 @app.command()
 def export(
-    target: Annotated[str, typer.Option(help="onnx, or coreml (ML Program; without --device: iOS16 deployment "
-                                              "target, compute units ALL, fp16).")] = "onnx",
+    target: Annotated[str, typer.Option(help=f"Export target: {', '.join(target_names())} (its settings' "
+                                              "defaults, or the --device profile's).")] = "onnx",
     model: Annotated[list[str], typer.Option("--model", help="Model name (repeatable).")] = ["rethined"],
     res: Annotated[list[int], typer.Option("--res", help="Square resolution (repeatable).")] = [1024],
     variant: Annotated[Optional[str], typer.Option(help="Model variant (default: the model's first).")] = None,
@@ -97,25 +99,29 @@ def export(
     profiles: ProfilesOption = None,
 ) -> None:
     """Export deploy-ready artifacts (one per model × resolution) with a manifest each."""
-    from exporters import ExportRequest, export as export_artifact, get_exporter
+    from exporters import ExportRequest, export as export_artifact
 
+    from .backends import create_exporter, export_options, local_runner
     from .devices import get_profile
-    from .sweep import export_options
 
     options = {}
     if device:
         profile = get_profile(device, profiles)
+        if profile.missing_backend:
+            raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
         target, precision = profile.target, precision or profile.precision
         options = export_options(profile)
     if opset is not None:
         options["opset"] = opset
-    exporter = get_exporter(target)
+    exporter = create_exporter(target)
+    parity_runner = local_runner(target) if parity else None
     for name in model:
         for size in res:
             request = ExportRequest(name, size, size, target, variant=variant,
                                     precision=precision or exporter.precisions[0],
-                                    weights=str(weights) if weights else None, options=options)
-            artifact = export_artifact(request, exporter, out, check_parity=parity)
+                                    weights=str(weights) if weights else None, options=options, device=device)
+            artifact = export_artifact(request, exporter, out, parity_runner=parity_runner,
+                                       check_parity_here=parity)
             check = artifact.manifest.get("parity", {})
             detail = (f"max abs error {check['max_abs_error']:.2e}" if "max_abs_error" in check
                       else check.get("reason", "parity not checked"))
@@ -197,7 +203,7 @@ def report(
     """
     from .devices import get_profile
     from .report.document import device_report, table2_report
-    from .report.render import FORMATS, write_report, write_table2
+    from .report.render import FORMATS, names_file, write_report, write_table2
     from .report.terminal import print_report
     from .store import ResultStore
 
@@ -209,8 +215,9 @@ def report(
     names = [device] if device else store.devices()
     if not names:
         raise RbenchError(f"{db} holds no results yet; run `rbench run` first")
-    if device is None and out.suffix:
-        raise RbenchError(f"--out {out} must be a directory when reporting every device (or pass --device)")
+    if device is None and format is not None and names_file(out, format):
+        raise RbenchError(f"--out {out} names a file; reporting every device writes several, so give a directory "
+                          "(or pass --device)")
     devices = []
     for name in names:
         results = store.latest(name)

@@ -1,10 +1,11 @@
 """Device profiles: one TOML file per device (``device_profiles/*.toml``), validated on load.
 
 A profile says which exporter makes the device's artifacts (``target``, ``precision``), how rbench reaches it
-(``runner`` + ``[connection]``, overridable by ``RBENCH_<DEVICE>_<KEY>`` environment variables), what constrains the
-export (``[toolchain]``), its roofline ceilings with their sources (``[ceilings]``) and the paper's Table 2 numbers
-for it (``[paper.table2]``). User profiles come from ``--profiles DIR`` or ``RBENCH_PROFILES`` and override the
-built-in ones of the same name.
+(``runner`` + ``[connection]``), what constrains the export and the run (``[toolchain]``), its roofline ceilings
+with their sources (``[ceilings]``) and the paper's Table 2 numbers for it (``[paper.table2]``). ``[connection]``
+and ``[toolchain]`` are validated against the settings dataclasses the runner and the exporter declare
+(:mod:`rethined_bench.settings`; ``RBENCH_<DEVICE>_<KEY>`` environment variables override them). User profiles
+come from ``--profiles DIR`` or ``RBENCH_PROFILES`` and override the built-in ones of the same name.
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import backends, settings
 from .errors import RbenchError, UnknownNameError
 
-RUNNER_KINDS = ("local-ort", "local-torch", "local-coreml", "local-tensorrt", "aihub", "ssh-trtexec")
-TARGETS = ("onnx", "coreml", "tensorrt", "qnn")
 PRECISIONS = ("fp32", "fp16", "int8")
+# facts about the device that no backend reads: shown in reports and `rbench devices`
+DEVICE_FACTS = ("os", "chip", "jetpack", "cuda")
 
-# section → {key: allowed types}; ``None`` means "any string key with a value of these types"
-_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "": {"name": (str,), "display": (str,), "vendor": (str,), "target": (str,), "precision": (str,),
-         "runner": (str,), "notes": (str,)},
-    "connection": {"host": (str,), "user": (str,), "port": (int,), "key_file": (str,), "remote_dir": (str,),
-                   "trtexec": (str,), "device_name": (str,), "chipset": (str,), "api_token_env": (str,)},
-    "toolchain": {"os": (str,), "chip": (str,), "onnx_opset": (int,), "tensorrt": (str,), "jetpack": (str,),
-                  "cuda": (str,), "coreml_deployment_target": (str,), "compute_units": (str,), "qairt": (str,),
-                  "runtime": (str,), "threads": (int,), "graph_opt_level": (str,)},
-    "ceilings": {"fp32_gflops": (int, float), "fp16_gflops": (int, float), "int8_gops": (int, float),
-                 "mem_gbps": (int, float), "measure_at_runtime": (bool,), "source": (str,)},
-}
+_TOP: dict[str, tuple[type, ...]] = {"name": (str,), "display": (str,), "vendor": (str,), "target": (str,),
+                                     "precision": (str,), "runner": (str,), "notes": (str,)}
+_CEILINGS: dict[str, tuple[type, ...]] = {"fp32_gflops": (int, float), "fp16_gflops": (int, float),
+                                          "int8_gops": (int, float), "mem_gbps": (int, float),
+                                          "measure_at_runtime": (bool,), "source": (str,)}
+_SECTIONS = ("connection", "toolchain", "ceilings", "paper")
 _REQUIRED = ("name", "display", "vendor", "target", "precision", "runner")
 _PAPER_FIELDS = {"latency": (int, float), "load": (int, float)}
 
@@ -53,14 +49,21 @@ class DeviceProfile:
     ceilings: dict[str, Any] = field(default_factory=dict)
     paper_table2: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def connection_value(self, key: str) -> Any:
-        """A connection setting, with ``RBENCH_<DEVICE>_<KEY>`` (e.g. RBENCH_JETSON_NANO_HOST) taking precedence."""
-        env = f"RBENCH_{self.name.upper().replace('-', '_')}_{key.upper()}"
-        return os.environ.get(env) or self.connection.get(key)
+    def settings_values(self) -> dict[str, Any]:
+        """``[connection]`` and ``[toolchain]`` together: what the backends' settings dataclasses are built from."""
+        return self.toolchain | self.connection
+
+    @property
+    def missing_backend(self) -> str | None:
+        """Why this rbench version cannot drive the device (a runner or target it does not have), else ``None``."""
+        for kind, name, known in (("runner", self.runner, backends.RUNNERS), ("target", self.target,
+                                                                                backends.EXPORTERS)):
+            if name not in known:
+                return f"{kind} {name} is not in this rbench version"
+        return None
 
 
-def _check_section(path: Path, section: str, table: dict[str, Any]) -> None:
-    schema = _SCHEMA[section]
+def _check_types(path: Path, section: str, table: dict[str, Any], schema: dict[str, tuple[type, ...]]) -> None:
     for key, value in table.items():
         where = f"{section}.{key}" if section else key
         if key not in schema:
@@ -68,6 +71,34 @@ def _check_section(path: Path, section: str, table: dict[str, Any]) -> None:
         if isinstance(value, bool) and bool not in schema[key] or not isinstance(value, schema[key]):
             wanted = " or ".join(t.__name__ for t in schema[key])
             raise RbenchError(f"{path}: '{where}' must be {wanted}, not {type(value).__name__} ({value!r})")
+
+
+def _check_backend_settings(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]]) -> None:
+    """``[connection]`` keys must be the runner's settings; ``[toolchain]`` keys the runner's, the exporter's or a
+    device fact; every value of the declared type. Backends this version lacks are checked when they land."""
+    if top["runner"] not in backends.RUNNERS or top["target"] not in backends.EXPORTERS:
+        return
+    runner, exporter = backends.runner_class(top["runner"]), backends.exporter_class(top["target"])
+    if runner.target != top["target"]:
+        raise RbenchError(f"{path}: runner {top['runner']} runs {runner.target} artifacts, not {top['target']}")
+    if top["precision"] not in exporter.precisions:
+        raise RbenchError(f"{path}: 'precision' is {top['precision']!r}; target {top['target']} supports "
+                          f"{', '.join(exporter.precisions)}")
+    owners = {"connection": [runner.settings_class], "toolchain": [runner.settings_class, exporter.settings_class]}
+    for section, classes in owners.items():
+        table = sections.get(section, {})
+        facts = DEVICE_FACTS if section == "toolchain" else ()
+        unknown = [key for key in settings.unknown_keys(table, classes) if key not in facts]
+        if unknown:
+            allowed = sorted({key for cls in classes for key in settings.profile_keys(cls)} | set(facts))
+            raise RbenchError(f"{path}: unknown key '{section}.{unknown[0]}' for runner {top['runner']} and target "
+                              f"{top['target']}; allowed: {', '.join(allowed) or 'none'}")
+        for key, value in table.items():
+            for cls in classes:
+                if key in settings.profile_keys(cls):
+                    settings.check_value(cls, settings.profile_keys(cls)[key], value, f"{path}: '{section}.{key}'")
+    for cls in (runner.settings_class, exporter.settings_class):  # values the dataclasses refuse themselves
+        settings.build(cls, sections.get("toolchain", {}) | sections.get("connection", {}), source=str(path))
 
 
 def parse_profile(path: Path, text: str | None = None) -> DeviceProfile:
@@ -79,17 +110,18 @@ def parse_profile(path: Path, text: str | None = None) -> DeviceProfile:
     sections = {k: v for k, v in data.items() if isinstance(v, dict)}
     top = {k: v for k, v in data.items() if not isinstance(v, dict)}
     for section in sections:
-        if section not in _SCHEMA and section != "paper":
-            raise RbenchError(f"{path}: unknown section [{section}]; allowed: connection, toolchain, ceilings, paper")
-    _check_section(path, "", top)
+        if section not in _SECTIONS:
+            raise RbenchError(f"{path}: unknown section [{section}]; allowed: {', '.join(_SECTIONS)}")
+    _check_types(path, "", top, _TOP)
     for key in _REQUIRED:
         if key not in top:
             raise RbenchError(f"{path}: missing required key '{key}'")
-    for key, allowed in (("runner", RUNNER_KINDS), ("target", TARGETS), ("precision", PRECISIONS)):
+    for key, allowed in (("runner", (*backends.RUNNERS, *backends.PLANNED_RUNNERS)),
+                         ("target", (*backends.EXPORTERS, *backends.PLANNED_TARGETS)), ("precision", PRECISIONS)):
         if top[key] not in allowed:
             raise RbenchError(f"{path}: '{key}' is {top[key]!r}; allowed: {', '.join(allowed)}")
-    for section in ("connection", "toolchain", "ceilings"):
-        _check_section(path, section, sections.get(section, {}))
+    _check_types(path, "ceilings", sections.get("ceilings", {}), _CEILINGS)
+    _check_backend_settings(path, top, sections)
     paper = _parse_paper(path, sections.get("paper", {}))
     return DeviceProfile(source=path, connection=sections.get("connection", {}),
                          toolchain=sections.get("toolchain", {}), ceilings=sections.get("ceilings", {}),

@@ -15,15 +15,16 @@ Design (measurement.md §6, "rbench gate design"; DESIGN.md "The regression gate
 * **Stored mode** (``--baseline-results baseline.json``): the store's latest results against a committed
   ``rbench report --format json``. Rule: fail if ``candidate median > baseline median × (1 + max(threshold, noise))``
   where ``noise = max(2 × baseline CV, spread of baseline process medians)``: the baseline's own recorded noise.
-* **Exact mode** (always, where both sides have the facts): params, fvcore GMACs, ONNX node counts by op type and
-  artifact size. Any relative increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
+* **Exact mode** (always, where both sides have the facts): params, fvcore GMACs, artifact size and the manifest's
+  target-neutral ``graph`` (node count, node count by op type, weight bytes by dtype) for every target. Any
+  relative increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Optional
 
@@ -36,7 +37,6 @@ from .errors import RbenchError, read_json
 
 DEFAULT_PROCESSES = 6  # one-sided Mann-Whitney needs n ≥ 5 per side for p < 0.01 (n=5: min p ≈ 0.004; n=6: 0.001)
 BOOTSTRAP_RESAMPLES = 4000
-RUNNER_BY_TARGET = {"onnx": "local-ort", "coreml": "local-coreml"}
 CALIBRATION_SCHEMA = "rbench-calibration/1"
 SUMMARY_SCHEMA = "rbench-gate/1"
 
@@ -173,7 +173,8 @@ def _fmt(value: float) -> str:
 
 
 def structural_facts(manifest: dict[str, Any]) -> dict[str, float]:
-    """Deterministic facts of an artifact manifest (or a stored record): params, GMACs, node counts, size."""
+    """Deterministic facts of an artifact manifest (or a stored record): params, GMACs, size, and the graph's node
+    counts (total and by op type) and weight bytes by dtype, whatever the target."""
     work = manifest.get("work") or {}
     facts: dict[str, float] = {}
     params = work.get("params", manifest.get("params"))
@@ -186,11 +187,13 @@ def structural_facts(manifest: dict[str, Any]) -> dict[str, float]:
         facts["fvcore GMACs"] = float(gmacs)
     if manifest.get("size_bytes") is not None:
         facts["size bytes"] = float(manifest["size_bytes"])
-    onnx = manifest.get("onnx") or {}
-    if onnx.get("node_count") is not None:
-        facts["nodes"] = float(onnx["node_count"])
-    for op, count in (onnx.get("ops") or {}).items():
+    graph = manifest.get("graph") or manifest.get("onnx") or {}  # "onnx": manifests of rbench before graph
+    if graph.get("node_count") is not None:
+        facts["nodes"] = float(graph["node_count"])
+    for op, count in (graph.get("ops") or {}).items():
         facts[op] = float(count)
+    for dtype, size in (graph.get("weight_bytes") or {}).items():
+        facts[f"{dtype} weight bytes"] = float(size)
     return facts
 
 
@@ -198,8 +201,8 @@ def structural_diffs(cell: str, baseline: dict[str, float], candidate: dict[str,
                      threshold: float) -> list[StructuralDiff]:
     """Every changed fact both sides can have; an increase beyond ``threshold`` (relative) fails.
 
-    Op types present on one side only count as 0 on the other (a new op type is an increase from 0).
-    Facts absent on either side as a whole (e.g. no ONNX statistics) are skipped.
+    Op types and weight dtypes present on one side only count as 0 on the other (a new op type is an increase from
+    0). Facts absent on either side as a whole (e.g. a stored record has no graph) are skipped.
     """
     ops_both = "nodes" in baseline and "nodes" in candidate
     scalar = {"params", "fvcore GMACs", "size bytes", "nodes"}
@@ -239,7 +242,7 @@ def cell_label(key: CellKey) -> str:
 
 def load_artifacts(path: Path) -> dict[CellKey, Any]:
     """An artifact file, or every artifact with a manifest in a directory, keyed by its cell."""
-    from exporters.base import Artifact
+    from .artifact import Artifact
 
     if not path.exists():
         raise RbenchError(f"no artifact or directory at {path}")
@@ -270,22 +273,23 @@ def match_artifacts(baseline: Path, candidate: Path) -> list[Pair]:
     return [Pair(cell_label(key), base[key], cand[key]) for key in common]
 
 
-def runner_for(artifact: Any) -> str:
-    target = artifact.manifest["target"]
-    if target not in RUNNER_BY_TARGET:
-        raise RbenchError(f"no local runner for target {target}; the gate runs artifacts on this machine")
-    return RUNNER_BY_TARGET[target]
-
-
 def measure_in_worker(artifact: Any, protocol: Any) -> float:
-    """One fresh worker process (``run_worker``); returns its median timed latency in ms."""
-    from .measure.cell import CellError, run_worker
+    """One fresh process on the local runner of the artifact's target; returns its median timed latency in ms."""
+    from . import backends
+    from .runners.local import CellError
 
+    target = artifact.manifest["target"]
+    runner = backends.local_runner(target)
+    if runner is None:
+        raise RbenchError(f"no local runner for target {target}; the gate runs artifacts on this machine")
+    availability = runner.availability()
+    if not availability.ok:
+        raise RbenchError(f"{artifact.path.name}: {runner.name} cannot run here: {availability.reason}")
     try:
-        timing = run_worker(runner_for(artifact), {}, artifact, protocol)
+        measurement = runner.measure(runner.prepare(artifact), replace(protocol, processes=1))
     except CellError as exc:
         raise RbenchError(f"{artifact.path.name}: {exc}") from exc
-    return float(np.median(timing.samples_ms))
+    return float(np.median(measurement.processes[0].samples_ms))
 
 
 def interleave(baseline: Any, candidate: Any, processes: int, protocol: Any,

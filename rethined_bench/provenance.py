@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import subprocess
 from functools import cache
@@ -14,20 +15,63 @@ TOOL_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript
                  "tensorrt", "qai-hub", "rethined-bench")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_DIR = _PACKAGE_DIR.parent
-# the code that determines an artifact's content: models, deploy transforms and exporters
-_FINGERPRINTED = (_PACKAGE_DIR / "models", _PACKAGE_DIR / "optimize", _PACKAGE_DIR / "inputs.py",
-                  _REPO_DIR / "exporters")
+_OWN_PACKAGES = ("rethined_bench", "exporters")
+
+
+def _source_of(module: str) -> Path | None:
+    """The source file of one of rbench's own modules (a package's ``__init__.py``), else ``None``."""
+    if module.split(".")[0] not in _OWN_PACKAGES:
+        return None
+    base = _REPO_DIR.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(module: str, source: Path) -> set[str]:
+    """Modules that ``module`` imports at import time (top-level statements only: imports inside functions, like
+    the model registry's lazy ``_builtin``, do not shape what the module defines)."""
+    package = module if source.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                origin = f"{base}.{node.module}" if node.module else base
+            else:
+                origin = node.module or ""
+            found.add(origin)
+            found.update(f"{origin}.{alias.name}" for alias in node.names)  # ``from . import layers``
+    return found
+
+
+def module_closure(*modules: str) -> list[Path]:
+    """Source files of ``modules`` and of every rbench module they import at import time, transitively."""
+    seen: dict[str, Path] = {}
+    pending = list(modules)
+    while pending:
+        module = pending.pop()
+        source = _source_of(module)
+        if module in seen or source is None:
+            continue
+        seen[module] = source
+        parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+        pending += parents + sorted(_imported_modules(module, source))
+    return sorted(set(seen.values()))
 
 
 @cache
-def code_fingerprint() -> str:
-    """sha256 (16 hex) over the sources that shape an artifact; a change invalidates cached exports."""
+def code_fingerprint(*modules: str) -> str:
+    """sha256 (16 hex) over the sources that shape an artifact: ``modules`` (a model's module and a target's
+    exporter module) and what they import, so an edit to one model or one target invalidates only its artifacts."""
     digest = hashlib.sha256(__version__.encode())
-    for root in _FINGERPRINTED:
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for file in files:
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
+    for file in module_closure(*modules):
+        digest.update(str(file.relative_to(_REPO_DIR)).encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 

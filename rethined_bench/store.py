@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from .errors import RbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "unsupported")
 DEFAULT_DB = Path("results") / "rbench.sqlite"
 
@@ -50,12 +50,18 @@ CREATE TABLE IF NOT EXISTS results (
     roofline TEXT,
     settings TEXT,
     environment TEXT,
-    provenance TEXT
+    provenance TEXT,
+    compile_ms REAL,
+    receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS results_cell ON results (device, model, variant, height, width, target, precision);
 """
 _JSON_COLUMNS = ("protocol", "latency", "samples", "load", "work", "roofline", "settings", "environment",
-                 "provenance")
+                 "provenance", "receipt")
+# schema version → the statements that bring a database of that version to the next one
+_MIGRATIONS = {
+    1: ("ALTER TABLE results ADD COLUMN compile_ms REAL", "ALTER TABLE results ADD COLUMN receipt TEXT"),
+}
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Result:
     settings: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=lambda: {"source": "measured"})
+    compile_ms: float | None = None
+    receipt: dict[str, Any] | None = None
     created_at: str = ""
     id: int | None = None
 
@@ -116,8 +124,9 @@ class Result:
             "roofline_floor_ms": (self.roofline or {}).get("floor_ms"),
             "roofline_bound": (self.roofline or {}).get("bound"),
             "artifact": self.artifact, "artifact_sha256": self.artifact_sha256,
+            "compile_ms": self.compile_ms,
             "protocol": self.protocol, "settings": self.settings, "environment": self.environment,
-            "provenance": self.provenance, "created_at": self.created_at,
+            "provenance": self.provenance, "receipt": self.receipt, "created_at": self.created_at,
         }
 
 
@@ -129,15 +138,26 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with closing(self._connect()) as db, db:
-                db.executescript(_SCHEMA)
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None:
+                row = db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() and \
+                    db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if not row:
+                    db.executescript(_SCHEMA)
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise RbenchError(f"{self.path} has results schema {row[0]}; this rbench reads schema "
-                                      f"{SCHEMA_VERSION}")
+                else:
+                    self._migrate(db, int(row[0]))
         except sqlite3.DatabaseError as exc:
             raise RbenchError(f"{self.path} is not an rbench results database ({exc})") from exc
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring a database written by an older rbench to the current schema, in the open transaction."""
+        if version > SCHEMA_VERSION:
+            raise RbenchError(f"{self.path} has results schema {version}, newer than this rbench reads "
+                              f"({SCHEMA_VERSION}); upgrade rbench")
+        for old in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[old]:
+                db.execute(statement)
+        if version != SCHEMA_VERSION:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)

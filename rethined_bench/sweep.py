@@ -7,21 +7,21 @@ exported or measured is stored as ``failed`` (or ``unsupported``) with its reaso
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from exporters import ExportRequest, export, get_exporter
-from exporters.base import Artifact
+from exporters import ExportRequest, export
 
+from . import backends
+from .artifact import Artifact
 from .devices import DeviceProfile
 from .errors import ParityError, RbenchError, UnsupportedExportError, UnsupportedResolutionError
-from .measure.cell import CellError, measure_cell
 from .measure.environment import load_average, snapshot
 from .measure.protocol import Protocol
 from .measure.roofline import device_ceilings, roofline_floor_ms
-from .runners import get_runner
+from .models import get_model_spec
+from .runners.local import CellError
 from .store import Result, ResultStore
 
 
@@ -44,27 +44,28 @@ class CellOutcome:
     result: Result | None = None
 
 
-def runner_settings(profile: DeviceProfile) -> dict[str, Any]:
-    """Runner options the profile fixes (e.g. ORT threads and graph optimisation level)."""
-    keys = {"local-ort": ("threads", "graph_opt_level"), "local-coreml": ("compute_units",)}.get(profile.runner, ())
-    return {k: profile.toolchain[k] for k in keys if k in profile.toolchain}
-
-
-def export_options(profile: DeviceProfile) -> dict[str, Any]:
-    """Exporter options the profile fixes (ONNX opset; Core ML deployment target and compute units)."""
-    mapping = {"onnx_opset": "opset", "coreml_deployment_target": "deployment_target",
-               "compute_units": "compute_units"}
-    return {option: profile.toolchain[key] for key, option in mapping.items() if key in profile.toolchain}
-
-
 class Sweep:
+    """Cells on one device: the profile's exporter and runner, built from its settings; nothing backend-specific."""
+
     def __init__(self, profile: DeviceProfile, store: ResultStore, protocol: Protocol, artifacts_dir: Path,
                  *, force: bool = False, weights: dict[str, str] | None = None) -> None:
+        if profile.missing_backend:
+            raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
         self.profile, self.store, self.protocol = profile, store, protocol
         self.artifacts_dir, self.force, self.weights = artifacts_dir, force, weights or {}
-        self.runner = get_runner(profile.runner, **runner_settings(profile))
-        self.exporter = get_exporter(profile.target)
-        self.ceilings = device_ceilings(profile, store.path.parent)
+        self.runner = backends.runner_for(profile)
+        self.exporter = backends.create_exporter(profile.target)
+        self.export_options = backends.export_options(profile)
+        self.parity_runner = backends.local_runner(profile.target)
+        self._ceilings: dict[str, Any] | None = None
+
+    @property
+    def ceilings(self) -> dict[str, Any]:
+        """The roofline ceilings, measured on first use where the profile asks for run-time measurement."""
+        if self._ceilings is None:
+            self._ceilings = device_ceilings(self.profile,
+                                             lambda: self.runner.runtime_ceilings(self.store.path.parent))
+        return self._ceilings
 
     def check_runner(self) -> None:
         availability = self.runner.availability()
@@ -88,19 +89,26 @@ class Sweep:
                       precision=self.profile.precision, status=status, reason=reason,
                       protocol_key=self.protocol.key, protocol=self.protocol.to_dict(), **fields)
 
-    def _store_failure(self, cell: Cell, status: str, reason: str, artifact: Artifact | None = None) -> CellOutcome:
-        extra = {"artifact": artifact.path.name, "artifact_sha256": artifact.sha256,
-                 "work": artifact.manifest.get("work")} if artifact else {}
-        result = self._base(cell, status, reason, environment=snapshot(), **extra)
+    def _store_failure(self, cell: Cell, status: str, reason: str, artifact: Artifact | None = None,
+                       **fields: Any) -> CellOutcome:
+        if artifact:
+            fields |= {"artifact": artifact.path.name, "artifact_sha256": artifact.sha256,
+                       "work": artifact.manifest.get("work")}
+        result = self._base(cell, status, reason, environment=snapshot(), **fields)
         self.store.add(result)
         return CellOutcome(cell, status, reason, result)
 
     def run_cell(self, cell: Cell) -> CellOutcome:
+        """Export (or reuse), build on the device (or reuse), measure and store one cell."""
+        reason = get_model_spec(cell.model).unsupported(cell.variant, self.profile.target, self.profile.name)
+        if reason:
+            return self._store_failure(cell, "unsupported", reason)
         request = ExportRequest(cell.model, cell.resolution, cell.resolution, self.profile.target,
                                 variant=cell.variant, precision=self.profile.precision,
-                                weights=self.weights.get(cell.model), options=export_options(self.profile))
+                                weights=self.weights.get(cell.model), options=self.export_options,
+                                device=self.profile.name)
         try:
-            artifact = export(request, self.exporter, self.artifacts_dir)
+            artifact = export(request, self.exporter, self.artifacts_dir, parity_runner=self.parity_runner)
         except (UnsupportedResolutionError, UnsupportedExportError) as exc:
             return self._store_failure(cell, "unsupported", str(exc))
         except (ParityError, RbenchError, RuntimeError, ValueError) as exc:
@@ -110,9 +118,14 @@ class Sweep:
             return CellOutcome(cell, "skipped", "already stored for this artifact and protocol")
         environment = snapshot()
         try:
-            measured = measure_cell(self.profile.runner, runner_settings(self.profile), artifact, self.protocol)
-        except CellError as exc:
-            return self._store_failure(cell, "failed", f"measure: {exc}", artifact)
+            prepared = self.runner.prepare(artifact)
+        except (RbenchError, RuntimeError, OSError) as exc:
+            return self._store_failure(cell, "failed", f"prepare: {exc}", artifact)
+        try:
+            measured = self.runner.measure(prepared, self.protocol)
+        except (CellError, RbenchError) as exc:
+            return self._store_failure(cell, "failed", f"measure: {exc}", artifact, compile_ms=prepared.compile_ms,
+                                       receipt={"prepare": prepared.receipt})
         environment["load_average_after"] = load_average()
         work = artifact.manifest.get("work") or {}
         roofline = roofline_floor_ms(work.get("gflops", 0.0), work.get("bytes", 0), self.ceilings,
@@ -122,12 +135,10 @@ class Sweep:
             cell, "ok", None, artifact=artifact.path.name, artifact_sha256=artifact.sha256,
             latency=latency, samples=[p.samples_ms for p in measured.processes], load=measured.load_dict(),
             first_inference_ms=measured.first_inference_ms, peak_memory_mb=measured.peak_memory_mb, work=work,
-            roofline=roofline, settings=measured.processes[0].settings | {"pid_isolation": "fresh process"},
-            environment=environment,
+            roofline=roofline, settings=measured.settings,
+            environment=environment | ({"device_reported": measured.extra} if measured.extra else {}),
+            compile_ms=prepared.compile_ms, receipt={"prepare": prepared.receipt, "measure": measured.receipt},
         )
         self.store.add(result)
         return CellOutcome(cell, "ok", f"{measured.latency.median:.1f} ms", result)
 
-
-def default_artifacts_dir() -> Path:
-    return Path(os.environ.get("RBENCH_ARTIFACTS", "artifacts"))

@@ -20,13 +20,21 @@ def rethined_deployed(rethined_train):
     return deploy(rethined_train)
 
 
+def export_here(request, out, **options):
+    """The shared export driver with the target's exporter and, for parity, its local runner (as the CLI does)."""
+    from exporters import export
+    from rethined_bench.backends import create_exporter, local_runner
+
+    return export(request, create_exporter(request.target), out, parity_runner=local_runner(request.target),
+                  **options)
+
+
 @pytest.fixture(scope="session")
 def onnx_artifact(tmp_path_factory):
     """RETHINED dense at 1024, opset 18, exported through the shared driver."""
-    from exporters import ExportRequest, export, get_exporter
+    from exporters import ExportRequest
 
-    out = tmp_path_factory.mktemp("artifacts")
-    return export(ExportRequest("rethined", 1024, 1024, "onnx"), get_exporter("onnx"), out)
+    return export_here(ExportRequest("rethined", 1024, 1024, "onnx"), tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +47,18 @@ def inputs_1024():
 def reference_1024(model, inputs_1024):
     with torch.inference_mode():
         return model(*inputs_1024)
+
+
+@pytest.fixture(scope="session")
+def assert_ignores_hole_content():
+    """``check(model, image, mask, expected)``: the output must stay ``expected`` (the output for ``image``) bit for
+    bit when every hole pixel is replaced by noise. Catches a stage fed ``image`` instead of the known image (hole
+    content leaking into the output); the contract says the hole is unknown."""
+
+    def check(model, image: torch.Tensor, mask: torch.Tensor, expected: torch.Tensor) -> None:
+        noise = torch.rand(image.shape, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            out = model(image * (1 - mask) + noise * mask, mask)
+        assert torch.equal(out, expected), f"hole content leaks: max diff {float((out - expected).abs().max())}"
+
+    return check

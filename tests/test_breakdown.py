@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from exporters.onnx import export_onnx, simplify_in_place
-from rethined_bench.measure.breakdown import OTHER, attribute, module_paths, profile_stages, stage_map
+from rethined_bench.measure.breakdown import OTHER, attribute, module_paths, stage_map
+from rethined_bench.runners.ort import profile_stages
 
 STAGES = {"encoder": ["encoder"], "head": ["head"]}
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,8 @@ def rbench(*args, cwd=None, check=False):
     (["run", "--processes", "0"], "processes and min_iters must be >= 1"),
     (["report", "--db", "missing.sqlite"], "no results database at missing.sqlite"),
     (["report", "--format", "pdf"], "unknown format 'pdf'"),
+    (["run", "--device", "jetson-nano"], "device jetson-nano cannot be used: runner ssh-trtexec is not in this"),
+    (["export", "--model", "migan", "--variant", "crop"], "MI-GAN variant 'crop' crops around the hole"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     done = rbench(*args, cwd=tmp_path)
@@ -59,6 +63,9 @@ def test_a_sweep_stores_resumes_and_reports(tmp_path):
         assert record["latency_ms"]["n"] >= 4 and record["latency_ms"]["processes"] == 2
         assert record["load_ms"]["cold"] > 0 and record["artifact_sha256"]
         assert record["environment"]["host"]["cores"] >= 1
+        assert record["compile_ms"] is None  # ONNX Runtime runs the artifact as it is: no device build
+        assert record["receipt"]["measure"]["command"].endswith("-m rethined_bench.runners.worker")
+        assert record["receipt"]["measure"]["processes"] == 2 and record["settings"]["intra_op_threads"] >= 1
     rbench("report", "--db", "r.sqlite", "--format", "markdown", "--out", "out", cwd=tmp_path, check=True)
     markdown = (tmp_path / "out" / "host-cpu.md").read_text()
     assert "| rethined |" in markdown and "| rethined (top1) |" in markdown and "17.59" in markdown
@@ -95,3 +102,24 @@ def test_a_killed_sweep_resumes_with_every_cell_stored_once(tmp_path):
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT variant, COUNT(*) FROM results WHERE status = 'ok' GROUP BY variant").fetchall()
     assert sorted(rows) == [("dense", 1), ("top1", 1)]
+
+
+def test_a_database_written_by_schema_1_still_reports(tmp_path):
+    """A store from rbench before compile_ms/receipt opens, migrates and reports, into a directory named with a dot."""
+    shutil.copy(Path(__file__).parent / "data" / "results-schema1.sqlite", tmp_path / "old.sqlite")
+    rbench("report", "--db", "old.sqlite", "--format", "json", "--out", "reports.v2", cwd=tmp_path, check=True)
+    written = sorted(p.name for p in (tmp_path / "reports.v2").iterdir())
+    assert written == ["host-cpu.json", "ipad-pro-m2.json", "table2.json"]
+    records = json.loads((tmp_path / "reports.v2" / "host-cpu.json").read_text())["results"]
+    assert {(r["variant"], r["status"]) for r in records} == {("top1", "ok"), ("crop", "failed")}
+    printed = rbench("report", "--db", "old.sqlite", cwd=tmp_path, check=True).stdout
+    assert "17.9" in printed and "17.59" in printed  # the ingested iPad number beside the paper's
+
+
+def test_report_for_every_device_refuses_a_file_as_out(tmp_path):
+    shutil.copy(Path(__file__).parent / "data" / "results-schema1.sqlite", tmp_path / "old.sqlite")
+    done = rbench("report", "--db", "old.sqlite", "--format", "json", "--out", "all.json", cwd=tmp_path)
+    assert done.returncode == 2 and "--out all.json names a file" in done.stderr
+    single = rbench("report", "--db", "old.sqlite", "--device", "host-cpu", "--format", "json", "--out",
+                    "host.json", cwd=tmp_path, check=True)
+    assert "host.json" in single.stdout and (tmp_path / "host.json").is_file()

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporters import ExportRequest, export, get_exporter
-from exporters.base import Artifact, size_of
+import rethined_bench
+from conftest import export_here
+from exporters import ExportRequest
 from exporters.coreml import (
     CoreMLConversionError,
     CoreMLExporter,
@@ -40,12 +41,15 @@ from exporters.coreml import (
     spec_version_violations,
     validate_package,
 )
+from rethined_bench.artifact import Artifact, check_parity, size_of
+from rethined_bench.backends import create_runner
 from rethined_bench.errors import RbenchError
 from rethined_bench.measure.protocol import Protocol, measure_process
 from rethined_bench.models import list_models
 from rethined_bench.runners import coreml as coreml_runner
-from rethined_bench.runners import get_runner
-from rethined_bench.runners.coreml import COMPUTE_UNITS, CoreMLRunner, prediction_parity
+from rethined_bench.runners import Prepared
+from rethined_bench.runners.coreml import CoreMLRunner, CoreMLRunnerSettings
+from rethined_bench.toolchains import COREML_COMPUTE_UNITS as COMPUTE_UNITS
 
 MODELS = ["rethined", "migan", "coordfill"]
 # ops each program must hold; RETHINED's pixel_(un)shuffle stay native only with run_decompositions({}) (§1.1)
@@ -62,7 +66,7 @@ def export_model(model: str, resolution: int, out_dir: Path, precision: str = "f
         pytest.skip(f"model {model} is not registered yet")
     needs_coremltools()
     request = ExportRequest(model, resolution, resolution, "coreml", precision=precision)
-    return export(request, get_exporter("coreml"), out_dir, reuse=False)
+    return export_here(request, out_dir, reuse=False)
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -80,6 +84,9 @@ def check_artifact(artifact: Artifact, resolution: int) -> None:
     assert set(coreml["ops_by_dtype"]) <= {"fp16", "fp32", "int32", "bool"}
     assert SIGNATURE_OPS[manifest["model"]] <= set(coreml["ops"])
     assert coreml["package_bytes"]["total"] == manifest["size_bytes"] > coreml["package_bytes"]["weights"] > 0
+    graph = manifest["graph"]  # the target-neutral summary the gate compares
+    assert (graph["format"], graph["ops"], graph["node_count"]) == ("mlprogram", coreml["ops"], coreml["op_count"])
+    assert graph["weight_bytes"] == coreml["const_bytes_by_dtype"] and graph["weight_bytes"]["fp16"] > 0
     spec, program = load_program(artifact.path)
     shape = (1, 3, resolution, resolution)
     assert io_violations(spec, {"image": shape, "mask": (1, 1, resolution, resolution)}, {"inpainted": shape}) == []
@@ -249,7 +256,7 @@ def test_conversion_refusal_carries_the_converter_reason(tmp_path: Path) -> None
 
 def test_default_options_are_ios16_and_all() -> None:
     request = ExportRequest("rethined", 1024, 1024, "coreml", precision="fp16")
-    assert CoreMLExporter().default_options(request) == {"deployment_target": "iOS16", "compute_units": "ALL"}
+    assert CoreMLExporter().options(request) == {"deployment_target": "iOS16", "compute_units": "ALL"}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
@@ -268,11 +275,11 @@ def test_convert_records_profile_options(precision: str, tmp_path: Path) -> None
         assert fields["fp16_error_bound"]["max_abs_error"] > 0
 
 
-def test_convert_rejects_unknown_compute_units(tmp_path: Path) -> None:
-    request = ExportRequest("rethined", 32, 32, "coreml", precision="fp16",
-                            options={"deployment_target": "iOS16", "compute_units": "NE_ONLY"})
+def test_options_reject_unknown_compute_units_and_keys() -> None:
     with pytest.raises(RbenchError, match="compute units must be one of"):
-        CoreMLExporter().convert(tiny_model(), request, tmp_path / "t.mlpackage", tiny_example())
+        CoreMLExporter().options(ExportRequest("rethined", 32, 32, "coreml", options={"compute_units": "NE_ONLY"}))
+    with pytest.raises(RbenchError, match="does not take these options.*opset"):
+        CoreMLExporter().options(ExportRequest("rethined", 32, 32, "coreml", options={"opset": 13}))
 
 
 # -------------------------------------------------------------------------------- fp16 emulation
@@ -333,9 +340,9 @@ def test_bundle_shares_weights_across_resolutions(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------- runner, with a fake coremltools
 
 class FakeCoreML:
-    """The slice of coremltools' API the runner uses: ``models.MLModel(path, compute_units=)`` (compiles into a
-    new temporary directory each time, as Core ML does), ``.predict(dict) -> dict``, ``get_compiled_model_path()``,
-    ``models.CompiledMLModel(path, compute_units=)`` and ``ComputeUnit``."""
+    """The slice of coremltools' API the runner uses: ``models.utils.compile_model(package, destination)``,
+    ``models.MLModel(path, compute_units=)`` (compiles into a new temporary directory each time, as Core ML does),
+    ``.predict(dict) -> dict``, ``models.CompiledMLModel(path, compute_units=)`` and ``ComputeUnit``."""
 
     ComputeUnit = enum.Enum("ComputeUnit", COMPUTE_UNITS)
 
@@ -343,13 +350,21 @@ class FakeCoreML:
         self.root, self.output = root, output
         self.calls: list[tuple[str, str, Any]] = []
         self.compilations = itertools.count()
-        self.models = SimpleNamespace(MLModel=self._mlmodel, CompiledMLModel=self._compiled_mlmodel)
+        self.models = SimpleNamespace(MLModel=self._mlmodel, CompiledMLModel=self._compiled_mlmodel,
+                                      utils=SimpleNamespace(compile_model=self._compile_model))
+
+    def _compile(self, package: str, destination: Path) -> Path:
+        assert Path(package).suffix == ".mlpackage" and Path(package).is_dir()
+        destination.mkdir(parents=True)
+        (destination / "model.mil").write_text(f"compiled from {package}")
+        return destination
+
+    def _compile_model(self, package: str, destination: str) -> str:
+        self.calls.append(("compile_model", package, destination))
+        return str(self._compile(package, Path(destination)))
 
     def _mlmodel(self, path: str, compute_units: Any = None) -> "FakeModel":
-        assert Path(path).suffix == ".mlpackage" and Path(path).is_dir()
-        compiled = self.root / f"tmp{next(self.compilations)}" / "model.mlmodelc"
-        compiled.mkdir(parents=True)
-        (compiled / "model.mil").write_text(f"compiled from {path}")
+        compiled = self._compile(path, self.root / f"tmp{next(self.compilations)}" / "model.mlmodelc")
         self.calls.append(("MLModel", path, compute_units))
         return FakeModel(self, compiled)
 
@@ -362,9 +377,6 @@ class FakeCoreML:
 class FakeModel:
     def __init__(self, api: FakeCoreML, compiled: Path) -> None:
         self.api, self.compiled = api, compiled
-
-    def get_compiled_model_path(self) -> str:
-        return str(self.compiled)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert set(inputs) == {"image", "mask"}
@@ -388,109 +400,116 @@ def fake_artifact(tmp_path: Path, resolution: int = 512) -> Artifact:
     path = tmp_path / "artifacts" / f"rethined_coreml-fp16_{resolution}x{resolution}.mlpackage"
     (path / "Data").mkdir(parents=True)
     manifest = {"sha256": "ab12" * 16, "resolution": [resolution, resolution], "precision": "fp16",
-                "inputs": [{"name": "image"}, {"name": "mask"}], "outputs": [{"name": "inpainted"}],
+                "target": "coreml", "inputs": [{"name": "image"}, {"name": "mask"}], "outputs": [{"name": "inpainted"}],
                 "identity": {"model": "rethined", "variant": "dense", "seed": 0, "weights_sha256": None}}
     return Artifact(path, manifest)
 
 
+def runner(compute_units: str = "ALL", cache_dir: Path | None = None) -> CoreMLRunner:
+    return CoreMLRunner(CoreMLRunnerSettings(compute_units, str(cache_dir) if cache_dir else None))
+
+
 def test_runner_is_unavailable_off_macos(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(coreml_runner, "host_platform", lambda: ("Linux", ()))
-    availability = get_runner("local-coreml").availability()
+    availability = create_runner("local-coreml").availability()
     assert not availability.ok
     assert availability.reason == "Core ML prediction needs macOS 12+; this is Linux"
     assert "rethined-bench[coreml]" in availability.fix and "Mac" in availability.fix
 
 
 def test_runner_availability_on_macos_versions(fake_mac: FakeCoreML, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert CoreMLRunner().availability().ok
+    assert runner().availability().ok
     monkeypatch.setattr(coreml_runner, "host_platform", lambda: ("Darwin", (12, 6)))
-    assert CoreMLRunner(compute_units="CPU_AND_GPU").availability().ok
-    needs_13 = CoreMLRunner(compute_units="CPU_AND_NE").availability()
+    assert runner("CPU_AND_GPU").availability().ok
+    needs_13 = runner("CPU_AND_NE").availability()
     assert not needs_13.ok and "needs macOS 13+" in needs_13.reason and "macOS 12.6" in needs_13.reason
     monkeypatch.setattr(coreml_runner, "host_platform", lambda: ("Darwin", (11, 7)))
-    assert "needs macOS 12+" in CoreMLRunner().availability().reason
+    assert "needs macOS 12+" in runner().availability().reason
 
 
 def test_runner_rejects_unknown_compute_units() -> None:
     with pytest.raises(RbenchError, match="compute_units must be one of"):
-        CoreMLRunner(compute_units="GPU")
+        CoreMLRunnerSettings(compute_units="GPU")
+    with pytest.raises(RbenchError, match="compute_units must be one of"):
+        create_runner("local-coreml", {"compute_units": "GPU"})
 
 
-def test_cold_then_warm_load(fake_mac: FakeCoreML, tmp_path: Path) -> None:
+def test_prepare_compiles_once_then_loads_cold_and_warm(fake_mac: FakeCoreML, tmp_path: Path) -> None:
     artifact = fake_artifact(tmp_path)
-    runner = CoreMLRunner(compute_units="CPU_AND_NE")
-    cold = runner.load(artifact)
-    compiled = runner.compiled_path(artifact)
-    assert fake_mac.calls == [("MLModel", str(artifact.path), FakeCoreML.ComputeUnit.CPU_AND_NE)]
-    assert compiled == artifact.path.parent / ".coreml-compiled" / f"{artifact.path.stem}-ab12ab12ab12.mlmodelc"
-    assert (compiled / "model.mil").is_file()
+    prepared = runner("CPU_AND_NE").prepare(artifact)
+    compiled = artifact.path.parent / ".coreml-compiled" / f"{artifact.path.stem}-ab12ab12ab12.mlmodelc"
+    assert fake_mac.calls == [("compile_model", str(artifact.path), str(compiled))]
+    assert prepared.handle == str(compiled) and (compiled / "model.mil").is_file()
+    assert prepared.compile_ms is not None and prepared.compile_ms >= 0 and not prepared.cached
+    assert prepared.receipt["tool"] == "coremltools.models.utils.compile_model"
+
+    again = runner("CPU_AND_NE").prepare(artifact)  # another process: the build cache hits, nothing recompiles
+    assert again.cached and again.compile_ms == prepared.compile_ms and len(fake_mac.calls) == 1
+
+    first = runner("CPU_AND_NE")
+    cold = first.load(prepared)
+    assert fake_mac.calls[-1] == ("MLModel", str(artifact.path), FakeCoreML.ComputeUnit.CPU_AND_NE)
     outputs = cold.infer({"image": np.full((1, 3, 2, 2), 0.5), "mask": np.zeros((1, 1, 2, 2))})
     assert len(outputs) == 1 and outputs[0].shape == (1, 3, 2, 2)  # "inpainted" only, in manifest order
-
-    runner.load(artifact)
+    first.load(prepared)
     assert fake_mac.calls[-1] == ("CompiledMLModel", str(compiled), FakeCoreML.ComputeUnit.CPU_AND_NE)
-
-    # a fresh runner (a fresh process) loads cold again and keeps the existing compiled copy
-    (compiled / "model.mil").write_text("first copy")
-    CoreMLRunner(compute_units="CPU_AND_NE").load(artifact)
+    runner("CPU_AND_NE").load(prepared)  # a fresh runner (a fresh process) loads cold again
     assert fake_mac.calls[-1][0] == "MLModel"
-    assert (compiled / "model.mil").read_text() == "first copy"
 
 
-def test_warm_load_needs_a_cold_load_first(fake_mac: FakeCoreML, tmp_path: Path) -> None:
+def test_a_deleted_compiled_model_is_built_again(fake_mac: FakeCoreML, tmp_path: Path) -> None:
+    artifact = fake_artifact(tmp_path)
+    prepared = runner().prepare(artifact)
+    (Path(prepared.handle) / "model.mil").unlink()
+    Path(prepared.handle).rmdir()
+    assert not runner().prepare(artifact).cached
+    assert [call[0] for call in fake_mac.calls] == ["compile_model", "compile_model"]
+
+
+def test_warm_load_needs_a_compiled_model(fake_mac: FakeCoreML, tmp_path: Path) -> None:
+    artifact = fake_artifact(tmp_path)
+    unprepared = Prepared(artifact, str(artifact.path))
     with pytest.raises(RbenchError, match="no compiled model"):
-        CoreMLRunner(cache_dir=str(tmp_path / "cache")).load_warm(fake_artifact(tmp_path))
+        runner().load_warm(unprepared)
 
 
 def test_runner_through_the_measurement_protocol(fake_mac: FakeCoreML, tmp_path: Path) -> None:
     artifact = fake_artifact(tmp_path)
-    runner = CoreMLRunner(cache_dir=str(tmp_path / "cache"))
-    timing = measure_process(runner, artifact, Protocol(processes=1, warmup=1, min_iters=3, min_time_s=0.0))
-    assert len(timing.samples_ms) >= 3
-    assert [call[0] for call in fake_mac.calls] == ["MLModel", "CompiledMLModel"]
-    assert fake_mac.calls[1][1] == str(tmp_path / "cache" / f"{artifact.path.stem}-ab12ab12ab12.mlmodelc")
-    assert timing.settings["compute_units"] == "ALL" and timing.settings["os"] == "macOS 14.5"
+    coreml = runner(cache_dir=tmp_path / "cache")
+    prepared = coreml.prepare(artifact)
+    record = measure_process(coreml, prepared, Protocol(processes=1, warmup=1, min_iters=3, min_time_s=0.0))
+    assert len(record.samples_ms) >= 3 and record.load_cold_ms > 0 and record.load_warm_ms > 0
+    assert [call[0] for call in fake_mac.calls] == ["compile_model", "MLModel", "CompiledMLModel"]
+    assert fake_mac.calls[2][1] == str(tmp_path / "cache" / f"{artifact.path.stem}-ab12ab12ab12.mlmodelc")
+    assert record.peak_memory_mb is not None and record.peak_memory_mb >= 0
+    described = coreml.describe()
+    assert described["compute_units"] == "ALL" and described["os"] == "macOS 14.5"
 
 
-def test_prediction_parity_against_pytorch(fake_mac: FakeCoreML, monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
-    from rethined_bench.inputs import make_inputs
-
-    computed = []  # the PyTorch reference prediction_parity computes (once: it costs a 512² forward pass)
-    real_reference = coreml_runner._pytorch_reference
-
-    def spy(identity: dict, image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-        computed.append(real_reference(identity, image, mask))
-        return computed[-1]
+def test_parity_predicts_on_the_artifact_inputs(fake_mac: FakeCoreML, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    """The export driver's parity path: prepare, predict on the given inputs, compare with the reference."""
+    artifact = fake_artifact(tmp_path, 64)
+    inputs = {"image": np.random.default_rng(0).random((1, 3, 64, 64), np.float32),
+              "mask": np.zeros((1, 1, 64, 64), np.float32)}
+    reference = inputs["image"] * 0.5
 
     def shifted(shift: float) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            image, mask = make_inputs(512, 512, seed=0)  # the artifact's inputs (identity seed)
-            assert np.array_equal(inputs["image"], image.numpy()) and np.array_equal(inputs["mask"], mask.numpy())
-            return computed[-1] + shift
+        def predict(given: dict[str, np.ndarray]) -> np.ndarray:
+            assert all(np.array_equal(given[name], inputs[name]) for name in inputs)
+            return reference + shift
         return predict
 
-    monkeypatch.setattr(coreml_runner, "_pytorch_reference", spy)
-    artifact = fake_artifact(tmp_path, 512)
-    loaded = CoreMLRunner().load(artifact)
     fake_mac.output = shifted(0.01)
-    result = prediction_parity(loaded, artifact)
-    assert computed[0].shape == (1, 3, 512, 512) and 0 < computed[0].mean() < 1
-    assert result["status"] == "ok" and result["max_abs_error"] == pytest.approx(0.01, abs=1e-5)
+    result = check_parity(artifact, runner(), inputs, reference)
+    assert result["status"] == "ok" and result["max_abs_error"] == pytest.approx(0.01, abs=1e-6)
+    assert result["runner"] == "local-coreml" and result["atol"] == 2e-2
     fake_mac.output = shifted(0.05)
-    assert prediction_parity(loaded, artifact, computed[0])["status"] == "failed"
-    assert len(computed) == 1
-
-
-def test_run_here_predicts_only_on_macos(fake_mac: FakeCoreML, monkeypatch: pytest.MonkeyPatch,
-                                         tmp_path: Path) -> None:
-    package = fake_artifact(tmp_path).path
-    inputs = {"image": np.zeros((1, 3, 4, 4), np.float32), "mask": np.zeros((1, 1, 4, 4), np.float32)}
-    fake_mac.output = np.full((1, 3, 4, 4), 0.25, np.float32)
-    assert np.array_equal(CoreMLExporter().run_here(package, inputs), fake_mac.output)
-    assert fake_mac.calls == [("MLModel", str(package), FakeCoreML.ComputeUnit.ALL)]
+    assert check_parity(artifact, runner(), inputs, reference)["status"] == "failed"
     monkeypatch.setattr(coreml_runner, "host_platform", lambda: ("Linux", ()))
-    assert CoreMLExporter().run_here(package, inputs) is None
+    off_mac = check_parity(artifact, runner(), inputs, reference)
+    assert off_mac == {"status": "not run", "reason": "local-coreml: Core ML prediction needs macOS 12+; this is "
+                                                      "Linux"}
 
 
 # -------------------------------------------------------------------------------- the real thing (macOS)
@@ -504,12 +523,19 @@ def macos_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML prediction needs macOS")
 @pytest.mark.parametrize("compute_units", COMPUTE_UNITS)
 def test_predict_on_macos(compute_units: str, macos_artifact: Artifact, tmp_path: Path) -> None:
-    assert macos_artifact.manifest["parity"]["status"] == "ok"  # the exporter's run_here predicted (ALL)
-    runner = CoreMLRunner(compute_units=compute_units, cache_dir=str(tmp_path))
-    if not runner.availability().ok:
-        pytest.skip(runner.availability().reason)
-    cold = runner.load(macos_artifact)
-    assert prediction_parity(cold, macos_artifact)["status"] == "ok"
-    warm = runner.load(macos_artifact)
+    from rethined_bench.inputs import make_inputs
+    from rethined_bench.optimize import deploy
+
+    assert macos_artifact.manifest["parity"]["status"] == "ok"  # the export driver predicted (local-coreml, ALL)
+    coreml = runner(compute_units, tmp_path)
+    if not coreml.availability().ok:
+        pytest.skip(coreml.availability().reason)
+    image, mask = make_inputs(1024, 1024, seed=0)
+    with torch.inference_mode():
+        reference = deploy(rethined_bench.create_model("rethined"))(image, mask).numpy()
+    inputs = {"image": image.numpy(), "mask": mask.numpy()}
+    assert check_parity(macos_artifact, coreml, inputs, reference)["status"] == "ok"  # prepare + cold load
+    prepared = coreml.prepare(macos_artifact)
+    warm = coreml.load(prepared)
     assert isinstance(warm.model, coreml_runner.coremltools_module().models.CompiledMLModel)
-    assert prediction_parity(warm, macos_artifact)["status"] == "ok"
+    assert check_parity(macos_artifact, coreml, inputs, reference)["status"] == "ok"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import onnx
 import pytest
 
-from exporters import Artifact, ExportRequest, export, get_exporter
+from conftest import export_here
+from exporters import ExportRequest
+from rethined_bench.artifact import Artifact
+from rethined_bench.backends import create_exporter
 from rethined_bench.errors import RbenchError, UnknownNameError
 
 
@@ -21,6 +25,10 @@ def test_exported_graph_matches_pytorch_and_has_no_batchnorm(onnx_artifact):
     ops = {node.op_type for node in graph.graph.node}
     assert "BatchNormalization" not in ops
     assert manifest["onnx"]["ops"] == {op: sum(n.op_type == op for n in graph.graph.node) for op in ops}
+    assert manifest["graph"]["format"] == "onnx" and manifest["graph"]["ops"] == manifest["onnx"]["ops"]
+    assert manifest["graph"]["node_count"] == len(graph.graph.node)
+    assert sum(manifest["graph"]["weight_bytes"].values()) == manifest["onnx"]["initializer_bytes"]
+    assert manifest["graph"]["weight_bytes"]["float32"] > 0.99 * manifest["onnx"]["initializer_bytes"]
     assert [i.name for i in graph.graph.input] == ["image", "mask"]
     assert [o.name for o in graph.graph.output] == ["inpainted"]
     assert manifest["onnx"]["opset"] == 18
@@ -29,7 +37,7 @@ def test_exported_graph_matches_pytorch_and_has_no_batchnorm(onnx_artifact):
 def test_manifest_records_what_the_artifact_is(onnx_artifact):
     manifest = json.loads(onnx_artifact.manifest_path.read_text())
     for key in ("model", "variant", "resolution", "target", "precision", "inputs", "outputs", "sha256", "size_bytes",
-                "tool_versions", "exported_at", "parity", "deploy_check", "work", "params"):
+                "tool_versions", "exported_at", "parity", "deploy_check", "work", "params", "graph"):
         assert key in manifest, key
     assert manifest["resolution"] == [1024, 1024]
     assert manifest["inputs"][1]["shape"] == [1, 1, 1024, 1024]
@@ -38,16 +46,19 @@ def test_manifest_records_what_the_artifact_is(onnx_artifact):
     assert "torch" in manifest["tool_versions"] and "onnxruntime" in manifest["tool_versions"]
 
 
-def test_opset_13_export_for_tensorrt_8_2(tmp_path):
-    artifact = export(ExportRequest("rethined", 1024, 1024, "onnx", variant="top1", options={"opset": 13}),
-                      get_exporter("onnx"), tmp_path, count_work=False)
-    assert artifact.manifest["onnx"]["opset"] == 13
-    assert artifact.manifest["parity"]["max_abs_error"] < 1e-4
-    assert artifact.path.name == "rethined-top1_onnx-fp32_1024x1024.onnx"
+def test_opset_13_never_reuses_an_opset_18_file_of_the_same_name(tmp_path):
+    """TensorRT 8.2 needs opset 13: the same file name at opset 18 must be re-exported, not reused."""
+    request = ExportRequest("rethined", 1024, 1024, "onnx", variant="top1")
+    at_18 = export_here(request, tmp_path, count_work=False)
+    at_13 = export_here(replace(request, options={"opset": 13}), tmp_path, count_work=False)
+    assert at_13.path == at_18.path and at_13.path.name == "rethined-top1_onnx-fp32_1024x1024.onnx"
+    assert at_18.manifest["onnx"]["opset"] == 18 and at_13.manifest["onnx"]["opset"] == 13
+    assert Artifact.load(at_13.path).manifest["onnx"]["opset"] == 13  # on disk too
+    assert at_13.manifest["parity"]["max_abs_error"] < 1e-4
 
 
 def test_an_intact_artifact_is_reused_and_a_corrupted_one_is_detected(onnx_artifact):
-    again = export(ExportRequest("rethined", 1024, 1024, "onnx"), get_exporter("onnx"), onnx_artifact.path.parent)
+    again = export_here(ExportRequest("rethined", 1024, 1024, "onnx"), onnx_artifact.path.parent)
     assert again.manifest["exported_at"] == onnx_artifact.manifest["exported_at"]
     corrupted = onnx_artifact.path.with_name("corrupted.onnx")
     corrupted.write_bytes(onnx_artifact.path.read_bytes()[:-10])
@@ -56,13 +67,21 @@ def test_an_intact_artifact_is_reused_and_a_corrupted_one_is_detected(onnx_artif
         Artifact.load(corrupted)
 
 
+def test_a_corrupted_artifact_is_exported_again_not_reused(tmp_path):
+    request = ExportRequest("rethined", 512, 512, "onnx", variant="top1")
+    first = export_here(request, tmp_path, count_work=False)
+    first.path.write_bytes(first.path.read_bytes()[:-10])
+    again = export_here(request, tmp_path, count_work=False)
+    assert Artifact.load(again.path).sha256 == first.sha256  # intact again, and the same deterministic graph
+    assert again.manifest["parity"]["status"] == "ok"
+
+
 def test_unknown_target_is_a_user_error():
     with pytest.raises(UnknownNameError, match="unknown target 'tflite'"):
-        get_exporter("tflite")
+        create_exporter("tflite")
 
 
 def test_artifact_weights_do_not_grow_with_resolution(onnx_artifact, tmp_path):
     """Only the resolution-independent weights may be stored: no H×W constant folded in (e.g. a blur normaliser)."""
-    larger = export(ExportRequest("rethined", 2048, 2048, "onnx", variant="top1"), get_exporter("onnx"), tmp_path,
-                    count_work=False)
+    larger = export_here(ExportRequest("rethined", 2048, 2048, "onnx", variant="top1"), tmp_path, count_work=False)
     assert larger.manifest["onnx"]["initializer_bytes"] < onnx_artifact.manifest["onnx"]["initializer_bytes"] * 1.01

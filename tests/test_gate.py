@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from exporters.base import Artifact, manifest_path_for, sha256_of, size_of
-from exporters.onnx import graph_statistics
+from exporters.onnx import graph_statistics, onnx_graph
+from rethined_bench.artifact import Artifact, manifest_path_for, sha256_of, size_of
 from rethined_bench import gate
 from rethined_bench.errors import RbenchError
 from rethined_bench.measure.protocol import Protocol
@@ -52,7 +52,7 @@ def tiny_artifact(directory: Path, name: str, size: int = 32, extra_identity: bo
     manifest = {"name": name, "file": path.name, "model": model, "variant": "dense", "target": "onnx",
                 "precision": "fp32", "resolution": [size, size], "sha256": sha256_of(path),
                 "size_bytes": size_of(path), "work": {"params": 2, "fvcore_gmacs": 0.001},
-                "onnx": graph_statistics(path)}
+                "onnx": graph_statistics(path), "graph": onnx_graph(path)}
     manifest_path_for(path).write_text(json.dumps(manifest))
     return Artifact.load(path)
 

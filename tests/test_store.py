@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,35 @@ def test_latest_keeps_the_newest_row_per_cell(tmp_path):
 def test_invalid_status_is_refused():
     with pytest.raises(ValueError):
         _result(status="maybe")
+
+
+def test_compile_time_and_receipt_round_trip(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    receipt = {"prepare": {"command": "trtexec --onnx=m.onnx --saveEngine=m.engine --fp16"},
+               "measure": {"command": "trtexec --loadEngine=m.engine"}}
+    store.add(_result(compile_ms=41250.0, receipt=receipt))
+    [back] = store.all()
+    assert back.compile_ms == 41250.0 and back.receipt == receipt
+    assert back.to_public()["compile_ms"] == 41250.0 and back.to_public()["receipt"] == receipt
+
+
+SCHEMA_1 = Path(__file__).parent / "data" / "results-schema1.sqlite"  # written by rbench 0.1.0 at schema 1
+
+
+def test_a_schema_1_database_is_migrated_in_place_and_keeps_every_row(tmp_path):
+    path = tmp_path / "old.sqlite"
+    shutil.copy(SCHEMA_1, path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta").fetchone() == ("1",)
+        before = db.execute("SELECT id, device, model, variant, status, latency FROM results ORDER BY id").fetchall()
+    store = ResultStore(path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    rows = store.all()
+    assert [(r.id, r.device, r.model, r.variant, r.status) for r in rows] == [row[:5] for row in before]
+    assert [(r.device, r.variant, r.status) for r in rows] == [("host-cpu", "top1", "ok"),
+                                                               ("ipad-pro-m2", "dense", "ok"),
+                                                               ("host-cpu", "crop", "failed")]
+    assert all(r.compile_ms is None and r.receipt is None for r in rows)
+    assert rows[0].latency["median"] > 0 and len(rows[0].samples) == 2
+    store.add(_result(compile_ms=1.0, receipt={"prepare": {}}))  # and takes new rows with the new columns
+    assert ResultStore(path).all()[-1].compile_ms == 1.0

@@ -15,13 +15,10 @@ per executed kernel, under names its graph optimisations derive from the exporte
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 OTHER = "other"
@@ -138,19 +135,3 @@ def attribute(events: Iterable[Mapping[str, Any]], stage_of: Mapping[str, str], 
     per_run = 1e3 * len(runs)  # µs summed over runs → ms per inference
     return StageTimes(ms={k: v / per_run for k, v in totals.items()}, inserted_ms=inserted / per_run,
                       run_ms=sum(r["dur"] for r in runs) / per_run, runs=len(runs), unresolved=sorted(unresolved))
-
-
-def profile_stages(onnx_path: Path, inputs: Mapping[str, np.ndarray], stage_of: Mapping[str, str], *,
-                   threads: int, runs: int = 3, workdir: Path | None = None) -> StageTimes:
-    """Run ``runs`` profiled inferences after one warm-up in a fresh ORT session and attribute their kernel times."""
-    from rethined_bench.runners.ort import create_session
-
-    prefix = str((workdir or onnx_path.parent) / f"{onnx_path.stem}.profile")
-    session = create_session(onnx_path, threads=threads, profile_prefix=prefix)
-    for _ in range(1 + runs):
-        session.run(None, dict(inputs))
-    profile = Path(session.end_profiling())
-    try:
-        return attribute(json.loads(profile.read_text()), stage_of, skip_runs=1)
-    finally:
-        profile.unlink(missing_ok=True)

@@ -12,15 +12,16 @@ import hashlib
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporters.base import Artifact
-
 from ..inputs import make_inputs
-from ..runners.base import Runner
+from .record import ProcessRecord
+
+if TYPE_CHECKING:  # the interface only: measure/ imports no runner
+    from ..runners.base import LocalRunner, Prepared
 
 
 @dataclass(frozen=True)
@@ -47,26 +48,6 @@ class Protocol:
     def key(self) -> str:
         """Stable short hash: results are resumed only under the same protocol."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-@dataclass
-class ProcessTiming:
-    """What one fresh process measured (all times in ms)."""
-
-    load_cold_ms: float
-    load_warm_ms: float
-    first_inference_ms: float
-    samples_ms: list[float]
-    capped: bool
-    rss_before_load_mb: float
-    rss_after_load_mb: float
-    peak_rss_mb: float
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def inference_peak_delta_mb(self) -> float:
-        """Peak RSS during inference above the loaded model's RSS (CPU runners)."""
-        return max(self.peak_rss_mb - self.rss_after_load_mb, 0.0)
 
 
 def _rss_mb() -> float:
@@ -113,17 +94,19 @@ def timed_iterations(run: Any, protocol: Protocol) -> tuple[list[float], bool]:
             return samples, len(samples) < protocol.min_iters or elapsed < protocol.min_time_s
 
 
-def measure_process(runner: Runner, artifact: Artifact, protocol: Protocol) -> ProcessTiming:
-    """One process's share of a cell: cold load, first inference, warm-up, timed loop, then a warm reload."""
-    height, width = artifact.manifest["resolution"]
+def measure_process(runner: "LocalRunner", prepared: "Prepared", protocol: Protocol) -> ProcessRecord:
+    """One process's share of a cell: cold load, first inference, warm-up, timed loop, then a warm reload.
+
+    Memory is the peak RSS during inference above the loaded model's RSS (the inference's own working set).
+    """
+    height, width = prepared.artifact.resolution
     image, mask = make_inputs(height, width, seed=protocol.seed)
     inputs = {"image": image.numpy(), "mask": mask.numpy()}
     gc.collect()
-    rss_before = _rss_mb()
     begin = time.perf_counter()
-    loaded = runner.load(artifact)
+    loaded = runner.load(prepared)
     load_cold = (time.perf_counter() - begin) * 1e3
-    rss_after = _rss_mb()
+    rss_after_load = _rss_mb()
     _reset_peak_rss()
 
     begin = time.perf_counter()
@@ -138,10 +121,9 @@ def measure_process(runner: Runner, artifact: Artifact, protocol: Protocol) -> P
     del loaded
     gc.collect()
     begin = time.perf_counter()
-    runner.load(artifact)
+    runner.load(prepared)
     load_warm = (time.perf_counter() - begin) * 1e3
-    return ProcessTiming(load_cold, load_warm, first, samples, capped, rss_before, rss_after, peak,
-                         runner.settings())
+    return ProcessRecord(samples, load_cold, load_warm, first, max(peak - rss_after_load, 0.0), capped)
 
 
 def _check_finite(output: Any) -> None:

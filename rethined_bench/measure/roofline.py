@@ -1,20 +1,24 @@
 """Roofline floor: ``max(FLOPs / peak compute, bytes / memory bandwidth)`` per cell and device.
 
-Device ceilings come from the profile (with sources); the host's are measured at run time (a large fp32 matmul and
-a large copy) and cached per host, since no datasheet knows this VM's effective numbers.
+Device ceilings come from the profile (with sources); a profile with ``measure_at_runtime`` takes them from its
+runner instead (``Runner.runtime_ceilings``): for this host's CPU a large fp32 matmul and a large copy, cached per
+host, since no datasheet knows this VM's effective numbers.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..devices import DeviceProfile
 from .environment import host_info
+
+if TYPE_CHECKING:
+    from ..devices import DeviceProfile
 
 CEILING_KEYS = {"fp32": "fp32_gflops", "fp16": "fp16_gflops", "int8": "int8_gops"}
 
@@ -56,11 +60,12 @@ def host_ceilings(cache_dir: Path) -> dict[str, Any]:
     return cached[key]
 
 
-def device_ceilings(profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
-    """The profile's ceilings, with measured values filled in when the profile asks for run-time measurement."""
+def device_ceilings(profile: "DeviceProfile", measure_now: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The profile's ceilings, with the values ``measure_now`` returns (the runner's measurement on the device)
+    filled in when the profile asks for run-time measurement."""
     ceilings = dict(profile.ceilings)
-    if ceilings.get("measure_at_runtime") and profile.runner.startswith("local-") and profile.target == "onnx":
-        ceilings.update(host_ceilings(cache_dir))
+    if ceilings.get("measure_at_runtime"):
+        ceilings.update(measure_now())
     return ceilings
 
 

@@ -432,7 +432,13 @@ def init_weights(net: CoordFillNet) -> CoordFillNet:
     "coordfill",
     summary="CoordFill (AAAI 2023): 256² attention-FFC encoder, per-cell pixel MLPs at full resolution",
     constraint=CoordFill.constraint,
+    variants={"default": {}, "torch-fft": {"fft": "torch"}},
     paper_key="coordfill",
+    sweep_variants=("default",),
+    limits=lambda variant, target, device: (
+        f"CoordFill variant 'torch-fft' keeps torch.fft.rfftn/irfftn, for which {target} has no op (why the "
+        "paper could not export the official CoordFill to the Snapdragon 888); the default variant computes the "
+        "same FFT as matmuls" if variant == "torch-fft" and target in ("tensorrt", "qnn") else None),
 )
 def coordfill(fft: str = "matmul") -> CoordFill:
     """Seeded random CoordFill (see :func:`init_weights`); ``fft="torch"`` is the reference FFT path."""

@@ -20,6 +20,8 @@ from torch import nn
 from ..errors import RbenchError, UnknownNameError, UnsupportedResolutionError
 
 BENCH_RESOLUTIONS = (1024, 2048, 4096)
+# (variant, target, device or None) -> why the model cannot be exported or run there, or None
+Limits = Callable[[str, str, "str | None"], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,15 @@ class ModelSpec:
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     paper_key: str | None = None
     sweep_variants: tuple[str, ...] | None = None
+    limits: Limits | None = None
+
+    def unsupported(self, variant: str, target: str, device: str | None = None) -> str | None:
+        """Why this model cannot go to ``target`` (on ``device``), as the model itself declares; ``None`` if it can.
+
+        Such a cell is stored as ``unsupported`` without spending an export, a device build or a cloud job (the
+        paper's "-" in Table 2).
+        """
+        return self.limits(variant, target, device) if self.limits else None
 
     @property
     def benchmark_variants(self) -> tuple[str, ...]:
@@ -91,9 +102,11 @@ def register_model(
     variants: dict[str, dict[str, Any]] | None = None,
     paper_key: str | None = None,
     sweep_variants: tuple[str, ...] | None = None,
+    limits: Limits | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default;
-    ``sweep_variants`` limits what ``rbench run`` measures by default (e.g. to exclude a host-side pipeline)."""
+    ``sweep_variants`` limits what ``rbench run`` measures by default (e.g. to exclude a host-side pipeline);
+    ``limits(variant, target, device)`` says where the model cannot go (:meth:`ModelSpec.unsupported`)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -106,6 +119,7 @@ def register_model(
             variants=variants or {"default": {}},
             paper_key=paper_key,
             sweep_variants=sweep_variants,
+            limits=limits,
         )
         return factory
 

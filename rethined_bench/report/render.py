@@ -24,9 +24,17 @@ EXTENSIONS = {"markdown": "md", "json": "json", "csv": "csv", "latex": "tex", "h
 _WITH_FIGURES = ("markdown", "latex", "html")
 
 
+def names_file(out: Path, fmt: str) -> bool:
+    """Whether ``out`` is a file to write (an existing file, or a new path with the format's extension) rather than
+    a directory (an existing one, or any other new path: ``reports.v2`` is a directory)."""
+    if out.exists():
+        return not out.is_dir()
+    return out.suffix == f".{EXTENSIONS[fmt]}"
+
+
 def report_path(out: Path, name: str, fmt: str) -> Path:
-    """``out`` itself when it names a file, else ``out/<name>.<ext>``."""
-    return out / f"{name}.{EXTENSIONS[fmt]}" if out.suffix == "" else out
+    """``out`` itself when it names a file (:func:`names_file`), else ``out/<name>.<ext>``."""
+    return out if names_file(out, fmt) else out / f"{name}.{EXTENSIONS[fmt]}"
 
 
 def _render_document(report: Report, fmt: str, path: Path) -> str:

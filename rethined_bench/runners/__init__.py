@@ -1,5 +1,8 @@
-"""Runners: one module per backend; each loads an artifact and runs it (timing is the protocol's job)."""
+"""Runners: one module per backend, each with the lifecycle of :mod:`.base` (availability, prepare, measure, infer).
 
-from .base import Availability, LoadedModel, Runner, get_runner, register_runner, runner_names
+Runners are named in :mod:`rethined_bench.backends` and imported from there on demand.
+"""
 
-__all__ = ["Availability", "LoadedModel", "Runner", "get_runner", "register_runner", "runner_names"]
+from .base import Availability, Build, LoadedModel, LocalRunner, Prepared, Runner
+
+__all__ = ["Availability", "Build", "LoadedModel", "LocalRunner", "Prepared", "Runner"]

@@ -1,18 +1,23 @@
-"""ONNX Runtime runner (``local-ort``): CPU execution provider on this machine."""
+"""ONNX Runtime runner (``local-ort``): the CPU execution provider on this machine, timed in fresh processes."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
-from exporters.base import Artifact
-
 from ..errors import RbenchError
-from .base import Availability, LoadedModel, Runner, register_runner
+from ..settings import setting
+from .base import Availability, LoadedModel, LocalRunner, Prepared
+
+if TYPE_CHECKING:
+    from ..measure.breakdown import StageTimes
 
 GRAPH_OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -48,44 +53,79 @@ def create_session(path: Path, *, threads: int | None = None, graph_opt_level: s
         raise RbenchError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
 
 
+def profile_stages(onnx_path: Path, inputs: Mapping[str, np.ndarray], stage_of: Mapping[str, str], *,
+                   threads: int, runs: int = 3, workdir: Path | None = None) -> "StageTimes":
+    """Run ``runs`` profiled inferences after one warm-up in a fresh ORT session and attribute their kernel times
+    to stages (:func:`rethined_bench.measure.breakdown.attribute`)."""
+    from ..measure.breakdown import attribute
+
+    prefix = str((workdir or onnx_path.parent) / f"{onnx_path.stem}.profile")
+    session = create_session(onnx_path, threads=threads, profile_prefix=prefix)
+    for _ in range(1 + runs):
+        session.run(None, dict(inputs))
+    profile = Path(session.end_profiling())
+    try:
+        return attribute(json.loads(profile.read_text()), stage_of, skip_runs=1)
+    finally:
+        profile.unlink(missing_ok=True)
+
+
 class _OrtModel(LoadedModel):
     def __init__(self, session: ort.InferenceSession) -> None:
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> Any:
+    def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.output_names, inputs)
 
 
-@register_runner("local-ort")
-class OrtRunner(Runner):
+@dataclass(frozen=True)
+class OrtSettings:
+    threads: int | None = setting(None, help="intra-op threads (default: the CPUs this process may use)")
+    graph_opt_level: str = setting("all", help="disable, basic, extended or all")
+
+    def __post_init__(self) -> None:
+        if self.graph_opt_level not in GRAPH_OPT_LEVELS:
+            raise RbenchError(f"graph_opt_level must be one of {', '.join(GRAPH_OPT_LEVELS)}, "
+                              f"not {self.graph_opt_level!r}")
+        if self.threads is not None and self.threads < 1:
+            raise RbenchError(f"threads must be >= 1, not {self.threads}")
+
+
+class OrtRunner(LocalRunner):
     """ONNX Runtime on this machine's CPU. Load time = ``InferenceSession()`` (file read + graph optimisation)."""
 
+    name = "local-ort"
     target = "onnx"
+    settings_class = OrtSettings
 
-    def __init__(self, threads: int | None = None, graph_opt_level: str = "all") -> None:
-        super().__init__(threads=threads, graph_opt_level=graph_opt_level)
-        if graph_opt_level not in GRAPH_OPT_LEVELS:
-            raise RbenchError(f"graph_opt_level must be one of {', '.join(GRAPH_OPT_LEVELS)}")
-        self.threads = threads or default_threads()
-        self.graph_opt_level = graph_opt_level
+    @property
+    def threads(self) -> int:
+        return self.settings.threads or default_threads()
 
     def availability(self) -> Availability:
         if "CPUExecutionProvider" not in ort.get_available_providers():
             return Availability(False, "onnxruntime has no CPUExecutionProvider", "pip install onnxruntime")
         return Availability(True)
 
-    def load(self, artifact: Artifact) -> LoadedModel:
-        return _OrtModel(create_session(artifact.path, threads=self.threads, graph_opt_level=self.graph_opt_level))
+    def load(self, prepared: Prepared) -> LoadedModel:
+        return _OrtModel(create_session(Path(prepared.handle), threads=self.threads,
+                                        graph_opt_level=self.settings.graph_opt_level))
 
-    def settings(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         return {
             "execution_provider": "CPUExecutionProvider",
             "intra_op_threads": self.threads,
             "inter_op_threads": 1,
             "execution_mode": "sequential",
-            "graph_optimization_level": self.graph_opt_level,
+            "graph_optimization_level": self.settings.graph_opt_level,
             "io_binding": False,
             "input_copies": "included (numpy inputs, host memory)",
             "onnxruntime": ort.__version__,
         }
+
+    def runtime_ceilings(self, cache_dir: Path) -> dict[str, Any]:
+        """This host's CPU: a large fp32 matmul and a large copy, cached per host."""
+        from ..measure.roofline import host_ceilings
+
+        return host_ceilings(cache_dir)
