@@ -144,7 +144,11 @@ def run(
     max_time: Annotated[float, typer.Option(help="Cap on timed seconds per process.")] = 30.0,
     profiles: ProfilesOption = None,
 ) -> None:
-    """Measure every selected (model, variant, resolution) cell on a device and store the results."""
+    """Measure every selected (model, variant, resolution) cell on a device and store the results.
+
+    Exits 1 when a cell failed (each is stored with its reason and listed); cells a model declares unsupported are
+    stored as such and are not failures.
+    """
     from .devices import get_profile
     from .measure.protocol import Protocol
     from .models import BENCH_RESOLUTIONS, get_model_spec, list_models
@@ -176,15 +180,24 @@ def run(
             bar.console.print(f"[{colour}]{outcome.status:>11}[/] {outcome.cell.label}: {outcome.detail}")
             bar.advance(task)
 
+        outcomes = []
         for cell in cells:
             bar.update(task, description=f"{profile.name} {cell.label}")
-            report(sweep.run_cell(cell))
+            outcomes.append(sweep.run_cell(cell))
+            report(outcomes[-1])
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     if counts["skipped"] == len(cells):
         console.print(f"Nothing to measure: all {len(cells)} cells are already stored in {db} for these artifacts "
                       "and this protocol (use --force to measure again).")
     else:
         console.print(f"{summary}; results in {db}")
+    failures = [outcome for outcome in outcomes if outcome.status == "failed"]
+    if failures:  # stored with their reasons; the exit status tells scripts and CI (unsupported cells are not failures)
+        err_console.print(f"{len(failures)} of {len(cells)} cells failed:", markup=False, highlight=False)
+        for outcome in failures:
+            err_console.print(f"  {outcome.cell.label}: {outcome.detail}", markup=False, highlight=False,
+                              soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

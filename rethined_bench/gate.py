@@ -15,6 +15,10 @@ Design (measurement.md §6, "rbench gate design"; DESIGN.md "The regression gate
 * **Stored mode** (``--baseline-results baseline.json``): the store's latest results against a committed
   ``rbench report --format json``. Rule: fail if ``candidate median > baseline median × (1 + max(threshold, noise))``
   where ``noise = max(2 × baseline CV, spread of baseline process medians)``: the baseline's own recorded noise.
+* **Failed and missing cells**: a baseline cell whose candidate failed (an export, build or worker that crashed; a
+  ``failed`` row in the store) fails the gate, always. A baseline cell with no candidate at all (no artifact, no
+  row, or a cell the model now declares ``unsupported``) fails too, unless ``--allow-missing``, which downgrades it
+  to a warning. A broken build never passes by dropping out of the comparison.
 * **Exact mode** (always, where both sides have the facts): params, fvcore GMACs, artifact size and the manifest's
   target-neutral ``graph`` (node count, node count by op type, weight bytes by dtype) for every target. Any
   relative increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
@@ -58,20 +62,25 @@ class GateConfig:
     alpha: float = 0.01
     structural_threshold: float = 0.0
     seed: int = 0
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold < 0 or self.structural_threshold < 0 or not 0 < self.alpha < 1:
             raise RbenchError("--threshold and --structural-threshold must be >= 0 and --alpha in (0, 1)")
 
 
+FAILING = ("regression", "failed", "missing")
+
+
 @dataclass
 class Comparison:
-    """One cell's latency verdict: pass, regression, warning or improvement, with the evidence."""
+    """One cell's verdict: pass, improvement, warning, regression, or ``failed`` / ``missing`` (no candidate
+    timing to compare: it crashed, or it is not there), with the evidence."""
 
     cell: str
     baseline_ms: list[float]
     candidate_ms: list[float]
-    ratio: float
+    ratio: float | None  # None when the candidate has no timing
     ci: tuple[float, float] | None  # None in stored mode (one number per side: no CI, no test)
     p_slower: float | None
     verdict: str
@@ -79,12 +88,27 @@ class Comparison:
     band: float | None = None  # the resolvable slowdown the verdict used (A/A p99), when known
 
     @property
-    def baseline_median(self) -> float:
-        return float(np.median(self.baseline_ms))
+    def baseline_median(self) -> float | None:
+        return float(np.median(self.baseline_ms)) if self.baseline_ms else None
 
     @property
-    def candidate_median(self) -> float:
-        return float(np.median(self.candidate_ms))
+    def candidate_median(self) -> float | None:
+        return float(np.median(self.candidate_ms)) if self.candidate_ms else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"baseline_median_ms": self.baseline_median,
+                               "candidate_median_ms": self.candidate_median}
+
+
+def without_candidate(cell: str, baseline_ms: list[float], reason: str, config: GateConfig,
+                      crashed: bool) -> Comparison:
+    """The verdict for a baseline cell with no candidate timing: ``failed`` if the candidate crashed, else
+    ``missing`` (a warning only with ``--allow-missing``)."""
+    if crashed:
+        return Comparison(cell, baseline_ms, [], None, None, None, "failed", f"candidate failed: {reason}")
+    if config.allow_missing:
+        return Comparison(cell, baseline_ms, [], None, None, None, "warning", f"{reason} (allowed by --allow-missing)")
+    return Comparison(cell, baseline_ms, [], None, None, None, "missing", reason)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"baseline_median_ms": self.baseline_median,
@@ -260,23 +284,33 @@ def load_artifacts(path: Path) -> dict[CellKey, Any]:
     return found
 
 
-def match_artifacts(baseline: Path, candidate: Path) -> list[Pair]:
-    """Pair artifacts by manifest cell; two single files pair even when their cells differ (renamed model)."""
+def match_artifacts(baseline: Path, candidate: Path) -> tuple[list[Pair], list[Any]]:
+    """Pair artifacts by manifest cell; two single files pair even when their cells differ (renamed model).
+
+    Returns the pairs and the baseline artifacts that have no candidate (the gate fails on them).
+    """
     base, cand = load_artifacts(baseline), load_artifacts(candidate)
     if baseline.is_file() and candidate.is_file():
         (key, a), (_, b) = next(iter(base.items())), next(iter(cand.items()))
-        return [Pair(cell_label(key), a, b)]
+        return [Pair(cell_label(key), a, b)], []
     common = sorted(set(base) & set(cand))
     if not common:
         raise RbenchError(f"no cell is in both {baseline} and {candidate} (matched by model, variant, resolution, "
                           "target and precision)")
-    return [Pair(cell_label(key), base[key], cand[key]) for key in common]
+    unmatched = [base[key] for key in sorted(set(base) - set(cand))]
+    return [Pair(cell_label(key), base[key], cand[key]) for key in common], unmatched
+
+
+class CandidateFailed(Exception):
+    """The candidate could not be measured (its worker crashed or timed out): a failed cell, not a user error."""
 
 
 def measure_in_worker(artifact: Any, protocol: Any) -> float:
-    """One fresh process on the local runner of the artifact's target; returns its median timed latency in ms."""
+    """One fresh process on the local runner of the artifact's target; returns its median timed latency in ms.
+
+    Raises :class:`rethined_bench.runners.local.CellError` when the process fails.
+    """
     from . import backends
-    from .runners.local import CellError
 
     target = artifact.manifest["target"]
     runner = backends.local_runner(target)
@@ -285,20 +319,29 @@ def measure_in_worker(artifact: Any, protocol: Any) -> float:
     availability = runner.availability()
     if not availability.ok:
         raise RbenchError(f"{artifact.path.name}: {runner.name} cannot run here: {availability.reason}")
-    try:
-        measurement = runner.measure(runner.prepare(artifact), replace(protocol, processes=1))
-    except CellError as exc:
-        raise RbenchError(f"{artifact.path.name}: {exc}") from exc
+    measurement = runner.measure(runner.prepare(artifact), replace(protocol, processes=1))
     return float(np.median(measurement.processes[0].samples_ms))
 
 
 def interleave(baseline: Any, candidate: Any, processes: int, protocol: Any,
                measure: Measure) -> tuple[list[float], list[float]]:
-    """A B A B ... in fresh processes: drift and co-tenant load hit both sides alike."""
+    """A B A B ... in fresh processes: drift and co-tenant load hit both sides alike.
+
+    A baseline that cannot be measured is a user error (nothing to compare against); a candidate that cannot be
+    measured raises :class:`CandidateFailed`.
+    """
+    from .runners.local import CellError
+
     a, b = [], []
     for _ in range(processes):
-        a.append(measure(baseline, protocol))
-        b.append(measure(candidate, protocol))
+        try:
+            a.append(measure(baseline, protocol))
+        except CellError as exc:
+            raise RbenchError(f"the baseline {baseline.path.name} cannot be measured: {exc}") from exc
+        try:
+            b.append(measure(candidate, protocol))
+        except CellError as exc:
+            raise CandidateFailed(f"{candidate.path.name}: {exc}") from exc
     return a, b
 
 
@@ -314,10 +357,16 @@ def compare_pair(pair: Pair, config: GateConfig, processes: int, protocol: Any, 
         band = resolvable if resolvable is not None else self_resolvable(a, config.seed)
         return decide(pair.label, a, b, config, band)
 
-    comparison = measured()
+    try:
+        comparison = measured()
+    except CandidateFailed as exc:
+        return without_candidate(pair.label, [], str(exc), config, crashed=True)
     if comparison.verdict != "regression" or not confirm:
         return comparison
-    again = measured()
+    try:
+        again = measured()
+    except CandidateFailed as exc:
+        return without_candidate(pair.label, comparison.baseline_ms, str(exc), config, crashed=True)
     if again.verdict == "regression":
         again.note = f"confirmed (first run +{comparison.ratio - 1:.1%}, p={comparison.p_slower:.3g})"
         return again
@@ -403,18 +452,30 @@ def stored_check(baseline_path: Path, db: Path, device: str, config: GateConfig
     baseline = load_baseline_records(baseline_path)
     if not db.is_file():
         raise RbenchError(f"no results database at {db}; run `rbench run` first")
-    current = {cell_key(r): r for r in (res.to_public() for res in ResultStore(db).latest(device))
-               if r["status"] == "ok" and r.get("latency_ms")}
-    common = sorted(set(baseline) & set(current))
-    if not common:
+    latest = {cell_key(r): r for r in (res.to_public() for res in ResultStore(db).latest(device))}
+    if not set(baseline) & set(latest):
         raise RbenchError(f"no cell of {baseline_path} has a result for device {device} in {db}")
     comparisons, diffs = [], []
-    for key in common:
-        label = cell_label(key)
-        comparisons.append(stored_verdict(label, baseline[key], current[key], config))
-        diffs += structural_diffs(label, structural_facts(baseline[key]), structural_facts(current[key]),
+    for key in sorted(baseline):
+        label, current = cell_label(key), latest.get(key)
+        if current is None or current["status"] != "ok" or not current.get("latency_ms"):
+            comparisons.append(_stored_without_candidate(label, baseline[key], current, db, config))
+            continue
+        comparisons.append(stored_verdict(label, baseline[key], current, config))
+        diffs += structural_diffs(label, structural_facts(baseline[key]), structural_facts(current),
                                   config.structural_threshold)
     return comparisons, diffs
+
+
+def _stored_without_candidate(label: str, baseline: dict[str, Any], current: dict[str, Any] | None, db: Path,
+                              config: GateConfig) -> Comparison:
+    base_ms = [baseline["latency_ms"]["median"]]
+    if current is None:
+        return without_candidate(label, base_ms, f"no result for this cell in {db}", config, crashed=False)
+    if current["status"] == "failed":
+        return without_candidate(label, base_ms, current.get("reason") or "no reason stored", config, crashed=True)
+    return without_candidate(label, base_ms, f"the candidate is {current['status']}: {current.get('reason')}",
+                             config, crashed=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -422,17 +483,23 @@ def stored_check(baseline_path: Path, db: Path, device: str, config: GateConfig
 
 
 def failed(comparisons: list[Comparison], diffs: list[StructuralDiff]) -> bool:
-    return any(c.verdict == "regression" for c in comparisons) or any(d.failed for d in diffs)
+    return any(c.verdict in FAILING for c in comparisons) or any(d.failed for d in diffs)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def print_results(comparisons: list[Comparison], diffs: list[StructuralDiff], config: GateConfig) -> None:
     """A rich table per cell (latency; band = the resolvable slowdown or stored noise used) and structural diffs."""
-    colours = {"pass": "green", "improvement": "cyan", "warning": "yellow", "regression": "red"}
+    colours = {"pass": "green", "improvement": "cyan", "warning": "yellow", "regression": "red", "failed": "red",
+               "missing": "red"}
     for c in comparisons:
         table = Table("base ms", "cand ms", f"ratio [{1 - config.alpha:.0%} CI]", "p slower", "band", "verdict",
                       title=c.cell)
-        table.add_row(f"{c.baseline_median:.2f}", f"{c.candidate_median:.2f}",
-                      f"{c.ratio:.3f}" + (f" [{c.ci[0]:.3f}, {c.ci[1]:.3f}]" if c.ci else ""),
+        table.add_row(_ms(c.baseline_median), _ms(c.candidate_median),
+                      ("—" if c.ratio is None else f"{c.ratio:.3f}") + (f" [{c.ci[0]:.3f}, {c.ci[1]:.3f}]" if c.ci
+                                                                       else ""),
                       "" if c.p_slower is None else f"{c.p_slower:.3g}", "" if c.band is None else f"{c.band:.1%}",
                       f"[{colours[c.verdict]}]{c.verdict}[/]")
         console.print(table)
@@ -452,7 +519,7 @@ def summary(mode: str, comparisons: list[Comparison], diffs: list[StructuralDiff
 
 def markdown_summary(data: dict[str, Any]) -> str:
     """A pull-request comment: verdict, one row per cell, structural diffs."""
-    icon = {"pass": "✅", "improvement": "🚀", "warning": "⚠️", "regression": "❌"}
+    icon = {"pass": "✅", "improvement": "🚀", "warning": "⚠️", "regression": "❌", "failed": "💥", "missing": "❓"}
     lines = [f"### rbench latency gate: {'passed' if data['passed'] else 'FAILED'}", "",
              f"threshold {data['config']['threshold']:.0%}, alpha {data['config']['alpha']}, mode {data['mode']}", "",
              "| cell | baseline ms | candidate ms | ratio | CI | p | verdict | note |",
@@ -460,9 +527,9 @@ def markdown_summary(data: dict[str, Any]) -> str:
     for c in data["cells"]:
         p = "" if c["p_slower"] is None else f"{c['p_slower']:.3g}"
         ci = "" if c["ci"] is None else f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"
-        lines.append(f"| {c['cell']} | {c['baseline_median_ms']:.2f} | {c['candidate_median_ms']:.2f} | "
-                     f"{c['ratio']:.3f} | {ci} | {p} | "
-                     f"{icon[c['verdict']]} {c['verdict']} | {c['note']} |")
+        ratio = "" if c["ratio"] is None else f"{c['ratio']:.3f}"
+        lines.append(f"| {c['cell']} | {_ms(c['baseline_median_ms'])} | {_ms(c['candidate_median_ms'])} | "
+                     f"{ratio} | {ci} | {p} | {icon[c['verdict']]} {c['verdict']} | {c['note']} |")
     if data["structural"]:
         lines += ["", "**Structural changes** (exact, noise-free):", ""]
         lines += [f"- {'❌' if d['failed'] else 'ℹ️'} {d['cell']}: {d['metric']}: {_fmt(d['baseline'])} → "
@@ -485,10 +552,13 @@ def write_summaries(data: dict[str, Any], json_path: Path | None, markdown_path:
 def ab_check(baseline: Path, candidate: Path, config: GateConfig, processes: int, protocol: Any,
              measure: Measure = measure_in_worker, calibration: Calibration | None = None,
              confirm: bool = True) -> tuple[list[Comparison], list[StructuralDiff]]:
-    """A/B mode over every matched cell: latency (interleaved, confirmed) and exact structural diffs."""
-    pairs = match_artifacts(baseline, candidate)
+    """A/B mode over every matched cell: latency (interleaved, confirmed) and exact structural diffs; a baseline
+    cell the candidate directory lacks is ``missing``."""
+    pairs, unmatched = match_artifacts(baseline, candidate)
     resolvable = calibration.resolvable if calibration else None
-    comparisons, diffs = [], []
+    comparisons = [without_candidate(cell_label(cell_key(a.manifest)), [], f"no candidate artifact in {candidate}",
+                                     config, crashed=False) for a in unmatched]
+    diffs = []
     for pair in pairs:
         diffs += structural_diffs(pair.label, structural_facts(pair.baseline.manifest),
                                   structural_facts(pair.candidate.manifest), config.structural_threshold)
@@ -534,6 +604,8 @@ def check(
     alpha: Annotated[float, typer.Option(help="Significance of the one-sided Mann-Whitney U test.")] = 0.01,
     structural_threshold: Annotated[float, typer.Option(help="Allowed relative increase of params, GMACs, node "
                                     "counts per op type, artifact size (0 = any increase fails).")] = 0.0,
+    allow_missing: Annotated[bool, typer.Option(help="Warn instead of failing on a baseline cell the candidate "
+                             "lacks (removed on purpose). A candidate that failed always fails.")] = False,
     processes: Annotated[int, typer.Option(help="Fresh processes per side (default 6: with alpha 0.01 a one-sided "
                          "Mann-Whitney on process medians needs >= 5 per side; 6 gives min p = 0.001).")
                          ] = DEFAULT_PROCESSES,
@@ -553,7 +625,7 @@ def check(
     A/B (--baseline, --candidate) runs both interleaved in fresh processes; stored mode (--baseline-results) checks
     the store's latest results; --calibrate runs A/A. Structural facts are always compared exactly. See docs/ci.md.
     """
-    config = GateConfig(threshold, alpha, structural_threshold, seed)
+    config = GateConfig(threshold, alpha, structural_threshold, seed, allow_missing)
     if processes < 2:
         raise RbenchError("--processes must be >= 2")
     if calibrate_artifact is not None:

@@ -114,8 +114,9 @@ class Result:
             "device": self.device, "runner": self.runner, "target": self.target, "precision": self.precision,
             "status": self.status, "reason": self.reason,
             "latency_ms": {k: latency.get(k) for k in ("median", "min", "max", "p90", "p99", "mean", "std", "cv",
-                                                       "n", "processes", "median_of_process_medians", "unstable",
-                                                       "reasons")} if latency else None,
+                                                       "n", "processes", "process_medians",
+                                                       "median_of_process_medians", "unstable", "reasons")}
+            if latency else None,
             "load_ms": {k: (self.load or {}).get(k) for k in ("cold", "warm")} if self.load else None,
             "first_inference_ms": self.first_inference_ms,
             "peak_memory_mb": self.peak_memory_mb,

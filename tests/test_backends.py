@@ -130,6 +130,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rethined_bench.errors import RbenchError
 from rethined_bench.measure.record import Measurement, ProcessRecord
 from rethined_bench.runners.base import Availability, Build, Runner
 from rethined_bench.runners.ort import create_session
@@ -172,6 +173,8 @@ class ToyRunner(Runner):
         return f"toy-sdk {self.settings.toy_sdk}"
 
     def build(self, artifact):
+        if self.settings.toy_sdk == "broken":
+            raise RbenchError("toy-build exited with 1: [E] out of device memory while building the engine")
         remote = Path(self.settings.remote_dir) / f"{artifact.sha256[:16]}.engine"
         remote.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(artifact.path, remote)
@@ -222,6 +225,8 @@ def toy_backend(tmp_path, monkeypatch):
     (package / "exporter.py").write_text(textwrap.dedent(TOY_EXPORTER))
     (package / "runner.py").write_text(textwrap.dedent(TOY_RUNNER))
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] == "toy_backend"]:  # another test's copy
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(backends.EXPORTERS, "toy", "toy_backend.exporter:ToyExporter")
     monkeypatch.setitem(backends.RUNNERS, "toy-remote", "toy_backend.runner:ToyRunner")
     profiles = tmp_path / "profiles"
@@ -260,8 +265,8 @@ def test_a_new_backend_runs_a_sweep_through_the_shared_pipeline(toy_backend, tmp
     assert unsupported.status == "unsupported" and "crops around the hole" in unsupported.detail
     assert not list((tmp_path / "artifacts").glob("migan*"))  # declared impossible: nothing was exported
 
-    pairs = gate.match_artifacts(tmp_path / "artifacts", tmp_path / "artifacts")
-    assert gate.structural_facts(pairs[0].baseline.manifest)["nodes"] > 0  # exact mode reads the toy's graph
+    pairs, unmatched = gate.match_artifacts(tmp_path / "artifacts", tmp_path / "artifacts")
+    assert unmatched == [] and gate.structural_facts(pairs[0].baseline.manifest)["nodes"] > 0  # the toy's graph
 
 
 def test_a_new_backend_profile_is_validated_against_its_settings(toy_backend):
@@ -269,3 +274,84 @@ def test_a_new_backend_profile_is_validated_against_its_settings(toy_backend):
     profile.write_text(profile.read_text().replace("remote_dir", "remote_path"))
     with pytest.raises(RbenchError, match="unknown key 'connection.remote_path' for runner toy-remote"):
         load_profiles(toy_backend)
+
+
+TOY_LOCAL = '''
+"""A local runner whose worker dies or hangs, as a crashing driver or a deadlocked runtime does."""
+import os
+import time
+from dataclasses import dataclass
+
+from rethined_bench.runners.base import Availability, LocalRunner
+from rethined_bench.settings import setting
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    fault: str = setting("die")
+
+
+class FaultyRunner(LocalRunner):
+    name = "faulty"
+    target = "onnx"
+    settings_class = FaultSettings
+
+    def availability(self):
+        return Availability(True)
+
+    def describe(self):
+        return {}
+
+    def load(self, prepared):
+        if self.settings.fault == "die":
+            os._exit(7)
+        time.sleep(120)
+'''
+
+LAUNCHER = """
+import sys
+from rethined_bench import backends
+backends.EXPORTERS["toy"] = "toy_backend.exporter:ToyExporter"
+backends.RUNNERS["toy-remote"] = "toy_backend.runner:ToyRunner"
+from rethined_bench.cli import main
+sys.argv = ["rbench", *sys.argv[1:]]
+main()
+"""
+
+
+def test_rbench_run_exits_1_and_lists_the_cells_that_failed(toy_backend, tmp_path):
+    """A device build that fails (as a TensorRT engine build can) is stored as failed and fails the command."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+                        "RBENCH_TOY_BOARD_TOY_SDK": "broken", "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, "run", "--device", "toy-board", "--profiles",
+                           str(toy_backend), "--model", "rethined", "--variant", "top1", "--res", "512", "--db",
+                           "r.sqlite", "--artifacts", "art"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 1 cells failed:" in done.stderr
+    assert "rethined/top1 @512: prepare: toy-build exited with 1: [E] out of device memory" in done.stderr
+    [row] = ResultStore(tmp_path / "r.sqlite").all()
+    assert row.status == "failed" and row.reason.startswith("prepare: toy-build exited with 1")
+
+
+@pytest.mark.parametrize("fault,message", [("die", "worker exited with 7"), ("hang", "worker timed out after 3 s")])
+def test_a_worker_that_dies_or_hangs_is_a_cell_error(tmp_path, monkeypatch, fault, message):
+    from rethined_bench.artifact import Artifact, manifest_path_for
+    from rethined_bench.runners import Prepared
+    from rethined_bench.runners.local import CellError, run_worker
+
+    package = tmp_path / "faulty_backend"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "local.py").write_text(textwrap.dedent(TOY_LOCAL))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the worker is a fresh interpreter
+    from faulty_backend.local import FaultSettings, FaultyRunner
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not a model: the runner never gets that far")
+    manifest = {"sha256": "0" * 64, "resolution": [64, 64], "target": "onnx", "precision": "fp32"}
+    manifest_path_for(path).write_text(json.dumps(manifest))
+    prepared = Prepared(Artifact(path, manifest), str(path))
+    with pytest.raises(CellError, match=message):
+        run_worker(FaultyRunner(FaultSettings(fault)), prepared, Protocol(processes=1), timeout_s=3)

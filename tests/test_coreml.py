@@ -44,6 +44,7 @@ from exporters.coreml import (
 from rethined_bench.artifact import Artifact, check_parity, size_of
 from rethined_bench.backends import create_runner
 from rethined_bench.errors import RbenchError
+from rethined_bench.measure import memory
 from rethined_bench.measure.protocol import Protocol, measure_process
 from rethined_bench.models import list_models
 from rethined_bench.runners import coreml as coreml_runner
@@ -390,10 +391,21 @@ class FakeModel:
 
 @pytest.fixture
 def fake_mac(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCoreML:
+    """macOS as the runner and the measurement see it: coremltools' prediction API, the OS version, and the
+    memory readings (no /proc: RSS from psutil, the peak from ru_maxrss in bytes, no reset)."""
     fake = FakeCoreML(tmp_path / "coreml-temp")
     monkeypatch.setattr(coreml_runner, "coremltools_module", lambda: fake)
     monkeypatch.setattr(coreml_runner, "host_platform", lambda: ("Darwin", (14, 5)))
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    monkeypatch.setattr(memory, "open", no_proc, raising=False)
     return fake
+
+
+def no_proc(path: Any, *args: Any, **kwargs: Any) -> Any:
+    """``open`` on a machine without /proc (macOS)."""
+    if str(path).startswith("/proc"):
+        raise FileNotFoundError(f"{path}: macOS has no /proc")
+    return open(path, *args, **kwargs)
 
 
 def fake_artifact(tmp_path: Path, resolution: int = 512) -> Artifact:
@@ -481,7 +493,7 @@ def test_runner_through_the_measurement_protocol(fake_mac: FakeCoreML, tmp_path:
     assert len(record.samples_ms) >= 3 and record.load_cold_ms > 0 and record.load_warm_ms > 0
     assert [call[0] for call in fake_mac.calls] == ["compile_model", "MLModel", "CompiledMLModel"]
     assert fake_mac.calls[2][1] == str(tmp_path / "cache" / f"{artifact.path.stem}-ab12ab12ab12.mlmodelc")
-    assert record.peak_memory_mb is not None and record.peak_memory_mb >= 0
+    assert record.peak_memory_mb is not None and record.peak_memory_mb >= 0  # the macOS path, /proc untouched
     described = coreml.describe()
     assert described["compute_units"] == "ALL" and described["os"] == "macOS 14.5"
 

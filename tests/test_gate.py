@@ -21,6 +21,8 @@ from rethined_bench.artifact import Artifact, manifest_path_for, sha256_of, size
 from rethined_bench import gate
 from rethined_bench.errors import RbenchError
 from rethined_bench.measure.protocol import Protocol
+from rethined_bench.measure.stats import summarize
+from rethined_bench.runners.local import CellError
 from rethined_bench.store import Result, ResultStore, iter_public
 
 BASE = [100.0, 102.0, 98.0, 101.0, 99.0, 103.0]
@@ -197,9 +199,10 @@ def test_directories_are_matched_by_manifest_cell(tmp_path):
     tiny_artifact(tmp_path / "base", "x64", 64)
     tiny_artifact(tmp_path / "head", "renamed64", 64)
     tiny_artifact(tmp_path / "head", "other", 32, model="other")
-    pairs = gate.match_artifacts(tmp_path / "base", tmp_path / "head")
+    pairs, unmatched = gate.match_artifacts(tmp_path / "base", tmp_path / "head")
     assert [(p.label, p.baseline.path.name, p.candidate.path.name) for p in pairs] == [
         ("tiny/dense 64x64 onnx-fp32", "x64.onnx", "renamed64.onnx")]
+    assert [a.path.name for a in unmatched] == ["x32.onnx"]  # its candidate is another model's: missing
 
 
 def test_no_common_cell_or_duplicate_cell_is_a_user_error(tmp_path):
@@ -220,6 +223,59 @@ def test_ab_check_with_injected_timings(tmp_path):
     assert [c.verdict for c in comparisons] == ["pass"]
     assert {d.describe() for d in diffs if d.failed} >= {"Identity: 0 → 1", "nodes: 4 → 5"}
     assert gate.failed(comparisons, diffs)
+
+
+# --- failed and missing candidates ---------------------------------------------------------------------------------
+
+def crashing(medians: dict[str, list[float]], crash: str):
+    """``fake_measure``, except that measuring ``crash`` fails as a dead worker does."""
+    measure = fake_measure(medians)
+
+    def run(artifact, protocol):
+        if artifact.path.name == crash:
+            raise CellError("worker exited with -11: Segmentation fault")
+        return measure(artifact, protocol)
+    return run
+
+
+def test_a_crashing_candidate_fails_the_gate(tmp_path):
+    tiny_artifact(tmp_path / "base", "a", 32)
+    tiny_artifact(tmp_path / "head", "b", 32)
+    comparisons, diffs = gate.ab_check(tmp_path / "base", tmp_path / "head", CONFIG, 6, PROTOCOL,
+                                       crashing({"a.onnx": BASE}, "b.onnx"))
+    [comparison] = comparisons
+    assert comparison.verdict == "failed" and "Segmentation fault" in comparison.note
+    assert comparison.ratio is None and comparison.candidate_median is None
+    assert gate.failed(comparisons, diffs)
+    relaxed = gate.GateConfig(allow_missing=True)  # --allow-missing never excuses a crash
+    comparisons, _ = gate.ab_check(tmp_path / "base", tmp_path / "head", relaxed, 6, PROTOCOL,
+                                   crashing({"a.onnx": BASE}, "b.onnx"))
+    assert comparisons[0].verdict == "failed"
+
+
+def test_a_crashing_baseline_is_a_user_error(tmp_path):
+    tiny_artifact(tmp_path / "base", "a", 32)
+    tiny_artifact(tmp_path / "head", "b", 32)
+    with pytest.raises(RbenchError, match="the baseline a.onnx cannot be measured"):
+        gate.ab_check(tmp_path / "base", tmp_path / "head", CONFIG, 6, PROTOCOL, crashing({"b.onnx": BASE}, "a.onnx"))
+
+
+def test_a_baseline_cell_missing_from_the_candidate_fails_unless_allowed(tmp_path):
+    tiny_artifact(tmp_path / "base", "a32", 32)
+    tiny_artifact(tmp_path / "base", "a64", 64)
+    tiny_artifact(tmp_path / "head", "b32", 32)
+    measure = {"a32.onnx": BASE * 2, "b32.onnx": BASE * 2}
+    comparisons, diffs = gate.ab_check(tmp_path / "base", tmp_path / "head", CONFIG, 6, PROTOCOL,
+                                       fake_measure(measure))
+    verdicts = {c.cell: (c.verdict, c.note) for c in comparisons}
+    assert verdicts["tiny/dense 64x64 onnx-fp32"] == ("missing", f"no candidate artifact in {tmp_path / 'head'}")
+    assert verdicts["tiny/dense 32x32 onnx-fp32"][0] == "pass" and gate.failed(comparisons, diffs)
+    comparisons, diffs = gate.ab_check(tmp_path / "base", tmp_path / "head", gate.GateConfig(allow_missing=True),
+                                       6, PROTOCOL, fake_measure(measure))
+    assert sorted(c.verdict for c in comparisons) == ["pass", "warning"] and not gate.failed(comparisons, diffs)
+    data = gate.summary("ab", comparisons, diffs, CONFIG, None)
+    assert "allowed by --allow-missing" in gate.markdown_summary(data)
+    json.dumps(data, allow_nan=False)  # no NaN for the missing side: valid JSON for CI tools
 
 
 # --- stored mode --------------------------------------------------------------------------------------------------
@@ -258,6 +314,53 @@ def test_stored_mode_compares_params_exactly(tmp_path):
     assert [d.describe() for d in diffs if d.failed] == ["params: 100 → 101"]
 
 
+def _stored_many(tmp_path: Path, baseline: list[Result], current: list[Result]) -> tuple[Path, Path]:
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"schema": "rbench-results/1", "device": "host-cpu",
+                                "results": list(iter_public(baseline))}))
+    db = tmp_path / "rbench.sqlite"
+    for result in current:
+        ResultStore(db).add(result)
+    return path, db
+
+
+def _cell(result: Result, height: int) -> Result:
+    result.height = result.width = height
+    return result
+
+
+def test_stored_mode_fails_on_a_failed_or_missing_candidate(tmp_path):
+    failed = Result("host-cpu", "local-ort", "tiny", "dense", 64, 64, "onnx", "fp32", "failed",
+                    reason="measure: worker exited with -9: Killed")
+    unsupported = Result("host-cpu", "local-ort", "tiny", "dense", 128, 128, "onnx", "fp32", "unsupported",
+                         reason="the model cannot go there")
+    baseline, db = _stored_many(tmp_path, [_cell(_result(10.0, 0.02), h) for h in (32, 64, 128, 256)],
+                                [_result(10.0, 0.02), failed, unsupported])
+    comparisons, diffs = gate.stored_check(baseline, db, "host-cpu", CONFIG)
+    verdicts = {c.cell.split()[1]: (c.verdict, c.note) for c in comparisons}
+    assert verdicts["32x32"][0] == "pass"
+    assert verdicts["64x64"] == ("failed", "candidate failed: measure: worker exited with -9: Killed")
+    assert verdicts["128x128"] == ("missing", "the candidate is unsupported: the model cannot go there")
+    assert verdicts["256x256"] == ("missing", f"no result for this cell in {db}")
+    assert gate.failed(comparisons, diffs)
+    comparisons, diffs = gate.stored_check(baseline, db, "host-cpu", gate.GateConfig(allow_missing=True))
+    assert sorted(c.verdict for c in comparisons) == ["failed", "pass", "warning", "warning"]
+    assert gate.failed(comparisons, diffs)  # the failed candidate still fails
+
+
+def test_stored_mode_reads_the_noise_of_an_exported_baseline(tmp_path):
+    """``rbench report --format json`` exports the process medians, so a baseline whose processes spread 20% does
+    not cry wolf at a 15% slowdown (its CV alone, 2%, would)."""
+    stats = summarize([[100.0, 101.0, 100.0], [120.0, 121.0, 120.0], [110.0, 111.0, 110.0]])
+    baseline = _result(stats.median, 0.02)
+    baseline.latency = stats.to_dict() | {"cv": 0.02}
+    public = next(iter_public([baseline]))
+    assert public["latency_ms"]["process_medians"] == [100.0, 120.0, 110.0]
+    path, db = _stored(tmp_path, baseline, _result(stats.median * 1.15, 0.02))
+    [comparison], _ = gate.stored_check(path, db, "host-cpu", CONFIG)
+    assert comparison.verdict == "warning" and comparison.band == pytest.approx(20 / 110)
+
+
 def test_baseline_noise_uses_process_medians_when_recorded():
     assert gate.baseline_noise({"median": 10.0, "cv": 0.01, "process_medians": [9.0, 10.0, 12.0]}) == pytest.approx(0.3)
 
@@ -281,6 +384,54 @@ def test_cli_exit_codes_in_stored_mode(tmp_path):
 
     missing = rbench("--baseline-results", str(tmp_path / "nope.json"), "--db", str(db), cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: no baseline results file")
+
+
+def test_cli_exit_codes_in_stored_mode_pass_and_failed_candidate(tmp_path):
+    passing, db = _stored(tmp_path / "p", _result(10.0, 0.02), _result(10.2, 0.02))
+    assert rbench("--baseline-results", str(passing), "--db", str(db), cwd=tmp_path).returncode == 0
+    crashed = Result("host-cpu", "local-ort", "tiny", "dense", 32, 32, "onnx", "fp32", "failed",
+                     reason="export: parity failed")
+    broken, db = _stored(tmp_path / "f", _result(10.0, 0.02), crashed)
+    done = rbench("--baseline-results", str(broken), "--db", str(db), "--allow-missing", "--summary-json", "s.json",
+                  cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [cell] = json.loads((tmp_path / "s.json").read_text())["cells"]
+    assert cell["verdict"] == "failed" and cell["note"] == "candidate failed: export: parity failed"
+
+
+def _ab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """A/B through the CLI with real workers; 2 processes per side cannot reach alpha, so timing never fails."""
+    return rbench("--baseline", "base", "--candidate", "head", "--processes", "2", "--warmup", "0", "--min-iters",
+                  "2", "--min-time", "0", "--summary-json", "s.json", *args, cwd=tmp_path)
+
+
+def test_cli_exits_1_on_a_structural_only_regression(tmp_path):
+    tiny_artifact(tmp_path / "base", "a", 32)
+    tiny_artifact(tmp_path / "head", "b", 32, extra_identity=True)
+    done = _ab(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [c["verdict"] for c in summary["cells"]] == ["pass"]
+    assert {(d["metric"], d["failed"]) for d in summary["structural"]} >= {("Identity", True), ("nodes", True)}
+
+
+def test_cli_exits_1_on_a_missing_candidate_cell_unless_allowed(tmp_path):
+    tiny_artifact(tmp_path / "base", "a32", 32)
+    tiny_artifact(tmp_path / "base", "a64", 64)
+    tiny_artifact(tmp_path / "head", "b32", 32)
+    done = _ab(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdicts = {c["cell"]: c["verdict"] for c in json.loads((tmp_path / "s.json").read_text())["cells"]}
+    assert verdicts == {"tiny/dense 32x32 onnx-fp32": "pass", "tiny/dense 64x64 onnx-fp32": "missing"}
+    assert _ab(tmp_path, "--allow-missing").returncode == 0
+
+
+def test_cli_calibration_exits_0_and_writes_the_band(tmp_path):
+    artifact = tiny_artifact(tmp_path, "a", 32)
+    done = rbench("--calibrate", str(artifact.path), "--calibration", "cal.json", "--processes", "2", "--warmup",
+                  "0", "--min-iters", "2", "--min-time", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((tmp_path / "cal.json").read_text())["resolvable"] >= 0
 
 
 def test_check_without_a_mode_is_a_user_error(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from rethined_bench.measure import memory
 from rethined_bench.measure import protocol as protocol_module
 from rethined_bench.measure.flops import bytes_moved, flop_counter_gflops, fvcore_macs
 from rethined_bench.measure.protocol import Protocol, timed_iterations
@@ -127,5 +128,14 @@ def test_peak_memory_is_this_process_own_not_an_inherited_high_water_mark():
     """A fresh worker must not report its parent's peak: after a reset the peak tracks this process's RSS."""
     ballast = np.ones(300 * 2**20 // 8)  # ~300 MB resident in this process
     del ballast
-    protocol_module._reset_peak_rss()
-    assert protocol_module._peak_rss_mb() < protocol_module._rss_mb() + 100
+    assert memory.reset_peak()
+    assert memory.peak_mb() < memory.rss_mb() + 100
+
+
+def test_peak_memory_on_macos_reads_ru_maxrss_in_bytes(monkeypatch):
+    """macOS has no /proc and reports ru_maxrss in bytes (Linux: KiB); no reset is possible there."""
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    monkeypatch.setattr(memory.resource, "getrusage", lambda who: type("Usage", (), {"ru_maxrss": 3 * 2**30})())
+    assert not memory.reset_peak()
+    assert memory.peak_mb() == 3 * 1024
+    assert memory.rss_mb() > 0  # psutil, not /proc/self/statm

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import resource
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..inputs import make_inputs
+from . import memory
 from .record import ProcessRecord
 
 if TYPE_CHECKING:  # the interface only: measure/ imports no runner
@@ -50,34 +50,6 @@ class Protocol:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-def _reset_peak_rss() -> None:
-    """Restart the kernel's RSS high-water mark at the current RSS (Linux ≥ 4.0; a no-op elsewhere)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this address space (VmHWM). Not ``ru_maxrss``: that survives fork + exec, so a worker would
-    report its parent's peak (e.g. the exporting ``rbench run`` process) instead of its own."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timed_iterations(run: Any, protocol: Protocol) -> tuple[list[float], bool]:
     """Call ``run()`` until min_iters and min_time are both met or max_time is reached; returns (ms, capped)."""
     samples: list[float] = []
@@ -97,7 +69,8 @@ def timed_iterations(run: Any, protocol: Protocol) -> tuple[list[float], bool]:
 def measure_process(runner: "LocalRunner", prepared: "Prepared", protocol: Protocol) -> ProcessRecord:
     """One process's share of a cell: cold load, first inference, warm-up, timed loop, then a warm reload.
 
-    Memory is the peak RSS during inference above the loaded model's RSS (the inference's own working set).
+    Memory is the peak RSS during inference above the loaded model's RSS: the inference's own working set
+    (:mod:`.memory` says how each OS measures it).
     """
     height, width = prepared.artifact.resolution
     image, mask = make_inputs(height, width, seed=protocol.seed)
@@ -106,8 +79,8 @@ def measure_process(runner: "LocalRunner", prepared: "Prepared", protocol: Proto
     begin = time.perf_counter()
     loaded = runner.load(prepared)
     load_cold = (time.perf_counter() - begin) * 1e3
-    rss_after_load = _rss_mb()
-    _reset_peak_rss()
+    rss_after_load = memory.rss_mb()
+    memory.reset_peak()
 
     begin = time.perf_counter()
     output = loaded.infer(inputs)
@@ -116,7 +89,7 @@ def measure_process(runner: "LocalRunner", prepared: "Prepared", protocol: Proto
     for _ in range(protocol.warmup):
         loaded.infer(inputs)
     samples, capped = timed_iterations(lambda: loaded.infer(inputs), protocol)
-    peak = _peak_rss_mb()
+    peak = memory.peak_mb()
 
     del loaded
     gc.collect()
