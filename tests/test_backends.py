@@ -355,3 +355,27 @@ def test_a_worker_that_dies_or_hangs_is_a_cell_error(tmp_path, monkeypatch, faul
     prepared = Prepared(Artifact(path, manifest), str(path))
     with pytest.raises(CellError, match=message):
         run_worker(FaultyRunner(FaultSettings(fault)), prepared, Protocol(processes=1), timeout_s=3)
+
+
+# ------------------------------------------------------------------------------------------ identity
+
+def test_an_artifact_identity_covers_its_model_and_target_not_the_whole_package():
+    """Editing CoordFill must not invalidate RETHINED's artifacts (or its cloud compiles), nor Core ML's ONNX."""
+    from exporters import ExportRequest
+    from rethined_bench.provenance import module_closure
+
+    def files(*modules: str) -> set[str]:
+        return {str(p.relative_to(ROOT)) for p in module_closure(*modules)}
+
+    coordfill = files("rethined_bench.models.coordfill")
+    assert "rethined_bench/models/dft.py" in coordfill and "rethined_bench/models/coordfill.py" in coordfill
+    assert not {"rethined_bench/models/rethined.py", "rethined_bench/models/migan.py"} & coordfill
+    onnx = files("exporters.onnx")
+    assert {"exporters/base.py", "rethined_bench/artifact.py", "rethined_bench/optimize/fuse_bn.py"} <= onnx
+    assert "exporters/coreml.py" not in onnx and not any(f.startswith("rethined_bench/runners") for f in onnx)
+
+    def code(model: str, target: str) -> str:
+        return ExportRequest(model, 1024, 1024, target).identity(f"exporters.{target}")["code"]
+
+    assert len({code("rethined", "onnx"), code("coordfill", "onnx"), code("rethined", "coreml")}) == 3
+    assert code("rethined", "onnx") == code("rethined", "onnx")
