@@ -24,14 +24,18 @@ if TYPE_CHECKING:
 RUNNERS = {
     "local-ort": "rethined_bench.runners.ort:OrtRunner",
     "local-coreml": "rethined_bench.runners.coreml:CoreMLRunner",
+    "ssh-trtexec": "rethined_bench.runners.ssh_trtexec:SshTrtexecRunner",
+    "local-ort-cuda": "rethined_bench.runners.ort_cuda:OrtCudaRunner",
+    "local-tensorrt": "rethined_bench.runners.tensorrt:TensorRTRunner",
 }
 EXPORTERS = {
     "onnx": "exporters.onnx:OnnxExporter",
     "coreml": "exporters.coreml:CoreMLExporter",
+    "tensorrt": "exporters.tensorrt:TensorRTExporter",
 }
 # named by the built-in paper-device profiles, not yet in this version: such a device lists as unreachable, with why
-PLANNED_RUNNERS = ("local-tensorrt", "ssh-trtexec", "aihub")
-PLANNED_TARGETS = ("tensorrt", "qnn")
+PLANNED_RUNNERS = ("aihub",)
+PLANNED_TARGETS = ("qnn",)
 
 
 def _load(kind: str, table: Mapping[str, str], name: str) -> type:

@@ -66,19 +66,23 @@ def devices(profiles: ProfilesOption = None) -> None:
 
 @app.command()
 def doctor(profiles: ProfilesOption = None) -> None:
-    """Check each runner's requirements on this machine and say what to install or configure."""
-    from .backends import create_runner, runner_names
+    """Check each runner's requirements on this machine, with each device's settings, and say what to do."""
+    from .backends import create_runner, runner_for, runner_names
     from .devices import load_profiles
 
-    used = {p.runner for p in load_profiles(profiles).values()}
-    table = Table("runner", "status", "why", "fix")
-    for name in sorted(used | set(runner_names())):
+    by_runner: dict[str, list] = {name: [] for name in runner_names()}
+    for profile in load_profiles(profiles).values():
+        by_runner.setdefault(profile.runner, []).append(profile)
+    table = Table("runner", "device", "status", "why", "fix")
+    for name, devices in sorted(by_runner.items()):
         if name not in runner_names():
-            table.add_row(name, "[yellow]missing[/]", "not in this rbench version", "")
+            table.add_row(name, ", ".join(p.name for p in devices), "[yellow]missing[/]", "not in this rbench version",
+                          "")
             continue
-        availability = create_runner(name).availability()
-        status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
-        table.add_row(name, status, escape(availability.reason), escape(availability.fix))
+        for label, runner in ([(p.name, runner_for(p)) for p in devices] or [("", create_runner(name))]):
+            availability = runner.availability()
+            status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
+            table.add_row(name, label, status, escape(availability.reason), escape(availability.fix))
     console.print(table)
 
 
@@ -251,18 +255,26 @@ def report(
 
 @app.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="CSV or JSON of externally measured cells (docs/ingest.md).")],
+    file: Annotated[Path, typer.Argument(help="CSV or JSON of externally measured cells, trtexec output or an "
+                                         "--exportTimes JSON (docs/ingest.md).")],
     db: DbOption = Path("results/rbench.sqlite"),
     profiles: ProfilesOption = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile the trtexec file was measured on.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model the trtexec file measured.")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="Its variant (default: the model's first).")] = None,
+    res: Annotated[Optional[int], typer.Option("--res", help="Its square resolution.")] = None,
 ) -> None:
-    """Store numbers measured outside rbench (e.g. Xcode's Core ML performance report) with their provenance."""
+    """Store numbers measured outside rbench (Xcode's Core ML report, trtexec on a Jetson) with their provenance."""
+    from .ingest import CellOptions
     from .ingest import ingest as ingest_file
     from .store import ResultStore
 
-    results = ingest_file(file, ResultStore(db), profiles)
+    results = ingest_file(file, ResultStore(db), profiles, CellOptions(device, model, variant, res))
     for result in results:
-        console.print(f"stored {result.device} {result.model}/{result.variant} @{result.height}: "
-                      f"{result.latency['median']:.1f} ms ({result.provenance['tool']})")
+        first_reason = (result.reason or "").partition("\n")[0]
+        outcome = f"{result.latency['median']:.1f} ms" if result.status == "ok" else f"{result.status}: {first_reason}"
+        console.print(escape(f"stored {result.device} {result.model}/{result.variant} @{result.height}: {outcome} "
+                             f"({result.provenance['tool']})"))
 
 
 app.command()(check)  # the regression gate's command lives in gate.py

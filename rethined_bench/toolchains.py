@@ -36,3 +36,18 @@ def coremltools_module() -> ModuleType:
             return import_optional("coremltools", "coremltools", "coreml")
     finally:
         logger.setLevel(level)
+
+
+def cuda_runtime_module() -> ModuleType:
+    """cuda-python's CUDA runtime bindings (``from cuda.bindings import runtime``, cuda-python >= 12.6.1).
+
+    Importing it is safe without a GPU: its calls return ``(cudaError_t, value...)`` tuples, so this is the module
+    that says whether a CUDA device exists before anything touches TensorRT.
+    """
+    return import_optional("cuda.bindings.runtime", "cuda-python", "tensorrt")
+
+
+def tensorrt_module() -> ModuleType:
+    """TensorRT's Python API (``tensorrt-cu12``). Import it only once a CUDA device is known to exist: without CUDA,
+    ``trt.Runtime`` still returns an object and ``deserialize_cuda_engine`` on it segfaults the process."""
+    return import_optional("tensorrt", "tensorrt-cu12", "tensorrt")

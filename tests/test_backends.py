@@ -65,8 +65,9 @@ def test_registry_names_match_the_classes_and_import_on_demand():
     for target in backends.target_names():
         exporter = backends.exporter_class(target)
         assert exporter.target == target
-        if exporter.local_runner:
-            assert backends.runner_class(exporter.local_runner).target == target
+        if exporter.local_runner:  # it executes this target's files (a TensorRT artifact is an .onnx, run by ORT)
+            runs = backends.runner_class(exporter.local_runner).target
+            assert backends.exporter_class(runs).suffix == exporter.suffix
     with pytest.raises(RbenchError, match="unknown runner 'telnet'"):
         backends.create_runner("telnet")
     with pytest.raises(RbenchError, match="invalid settings for runner local-ort"):

@@ -33,7 +33,9 @@ def rbench(*args, cwd=None, check=False):
     (["run", "--processes", "0"], "processes and min_iters must be >= 1"),
     (["report", "--db", "missing.sqlite"], "no results database at missing.sqlite"),
     (["report", "--format", "pdf"], "unknown format 'pdf'"),
-    (["run", "--device", "jetson-nano"], "device jetson-nano cannot be used: runner ssh-trtexec is not in this"),
+    (["run", "--device", "snapdragon-888"], "device snapdragon-888 cannot be used: runner aihub is not in this"),
+    (["run", "--device", "jetson-nano"], "device jetson-nano is not reachable here: no host configured; set "
+                                         "RBENCH_JETSON_NANO_HOST"),
     (["export", "--model", "migan", "--variant", "crop"], "MI-GAN variant 'crop' crops around the hole"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):

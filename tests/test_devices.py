@@ -47,7 +47,9 @@ def test_builtin_profiles_fill_their_backends_settings():
     assert export_options(profiles["ipad-pro-m2"]) == {"deployment_target": "iOS17", "compute_units": "ALL"}
     assert runner_for(profiles["ipad-pro-m2"]).settings.compute_units == "ALL"
     assert profiles["host-cpu"].missing_backend is None
-    assert profiles["jetson-nano"].missing_backend == "runner ssh-trtexec is not in this rbench version"
+    assert profiles["snapdragon-888"].missing_backend == "runner aihub is not in this rbench version"
+    assert export_options(profiles["jetson-nano"]) == {"opset": 13, "tensorrt": "8.2"}
+    assert runner_for(profiles["jetson-nano"]).settings.remote_dir == "/tmp/rbench"
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -8,7 +8,7 @@ way for every backend.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class Measurement:
     settings: dict[str, Any]
     receipt: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    unstable_reasons: list[str] = field(default_factory=list)  # what the device showed (a clock drop, throttling)
 
     def __post_init__(self) -> None:
         if not self.processes or not any(p.samples_ms for p in self.processes):
@@ -48,7 +49,11 @@ class Measurement:
 
     @property
     def latency(self) -> LatencyStats:
-        return summarize([p.samples_ms for p in self.processes])
+        """Statistics over every process's samples; also unstable when the device reported a reason to be."""
+        stats = summarize([p.samples_ms for p in self.processes])
+        if not self.unstable_reasons:
+            return stats
+        return replace(stats, unstable=True, reasons=stats.reasons + self.unstable_reasons)
 
     @property
     def capped(self) -> bool:

@@ -41,7 +41,7 @@ def settings_lines(results: list[Result]) -> list[tuple[str, str]]:
         ("Protocol", f"{protocol.get('processes')} fresh processes × ({protocol.get('warmup')} warm-up + timed "
                      f"iterations until ≥{protocol.get('min_iters')} and ≥{protocol.get('min_time_s')} s, capped "
                      f"at {protocol.get('max_time_s')} s); latency = median of all timed iterations, batch 1, fixed "
-                     "shapes, inputs in host memory (copies included)."),
+                     "shapes; what a timed iteration includes is the runner's (below)."),
         ("Runner", ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) + "."),
         ("Host", f"{host.get('cpu')}, {host.get('usable_cores')} cores, {host.get('memory_gib')} GiB, "
                  f"{host.get('os')}."),
@@ -53,10 +53,12 @@ def settings_lines(results: list[Result]) -> list[tuple[str, str]]:
 
 def device_report(profile: DeviceProfile, results: list[Result], figures: list[Figure],
                   detailed: bool = True) -> Report:
-    """One device: Table 3, ratios, load time and memory, roofline, figures, settings."""
+    """One device: Table 2 (where the paper measured this device), Table 3, ratios, load time and memory,
+    roofline, figures, settings."""
     intro = (f"Target `{profile.target}` {profile.precision}, runner `{profile.runner}`. {_generated()}")
-    tables = [table3(results, detailed), ratio_table(profile, results), load_table(results),
-              roofline_table(results), device_table(profile, results)]
+    tables = ([table2([(profile, results)], detailed)] if profile.paper_table2 else []) + [
+        table3(results, detailed), ratio_table(profile, results), load_table(results),
+        roofline_table(profile, results), device_table(profile, results)]
     return Report(profile.name, f"rbench report: {profile.display} (`{profile.name}`)", intro, tables,
                   settings_lines(results), figures)
 

@@ -261,7 +261,8 @@ def ratio_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
 
 
 def load_table(results: list[Result]) -> ReportTable:
-    """Load time (cold, warm) and first inference per cell, with the peak memory of an inference."""
+    """Load time (cold, warm) and first inference per cell, with the peak memory of an inference; the caption says
+    what the device's runner counts as load (from the settings stored with the results)."""
     columns: list[Column] = [("", "model"), ("", "resolution"), ("load", "cold (ms)"), ("load", "warm (ms)"),
                              ("", "first inference (ms)"), ("", "peak inference memory (MB)")]
     rows = [{
@@ -270,12 +271,14 @@ def load_table(results: list[Result]) -> ReportTable:
         ("", "first inference (ms)"): _number(r.first_inference_ms),
         ("", "peak inference memory (MB)"): _number(r.peak_memory_mb, 0),
     } for r in results if r.status == "ok" and r.load]
-    caption = ("Cold = `InferenceSession()` in a fresh process (file read and graph optimisation included); warm = a "
-               "reload in the same process. Peak memory is the RSS growth during inference above the loaded model.")
+    described = next((r.settings for r in reversed(results) if r.status == "ok" and r.settings), {})
+    caption = (f"Cold = {described.get('load_cold', 'the first load in a fresh process')}; warm = "
+               f"{described.get('load_warm', 'a reload in the same process')}. Peak memory is the RSS growth "
+               "during inference above the loaded model, where the runner can measure it.")
     return ReportTable("load", "Load time and memory", caption, _frame(columns, rows))
 
 
-def roofline_table(results: list[Result]) -> ReportTable:
+def roofline_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
     """Measured median against the device's roofline floor; efficiency = floor / measured."""
     columns: list[Column] = [("", "model"), ("", "resolution"), ("", "median (ms)"), ("roofline", "floor (ms)"),
                              ("roofline", "bound"), ("roofline", "measured / floor"), ("roofline", "efficiency"),
@@ -292,7 +295,9 @@ def roofline_table(results: list[Result]) -> ReportTable:
             ("roofline", "efficiency"): f"{floor / median:.1%}",
             ("work", "GFLOPs"): f"{r.work['gflops']:.1f}", ("work", "MB moved"): f"{r.work['bytes'] / 1e6:.0f}",
         })
-    caption = ("Floor = max(GFLOPs / peak compute, bytes moved / memory bandwidth) with the device's ceilings "
-               "(measured at run time on the host); bytes are an estimate (weights read once, every activation "
-               "written and read once). Efficiency = floor / measured.")
+    source = ("measured at run time by the runner" if profile.ceilings.get("measure_at_runtime")
+              else f"from the device profile: {profile.ceilings.get('source', 'no source given')}")
+    caption = (f"Floor = max(GFLOPs / peak compute, bytes moved / memory bandwidth) with the device's ceilings "
+               f"({source}); bytes are an estimate (weights read once, every activation written and read once). "
+               "Efficiency = floor / measured.")
     return ReportTable("roofline", "Roofline", caption, _frame(columns, rows))

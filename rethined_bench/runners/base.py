@@ -2,8 +2,8 @@
 
 - ``availability()``: whether the runner can work from this machine, and if not why and what to do (doctor);
 - ``prepare(artifact) -> Prepared``: the device build (a TensorRT engine on the device, an AI Hub compile job, a
-  Core ML compile; nothing for ONNX Runtime), cached by (artifact sha256, device, toolchain version), its wall time
-  kept as ``compile_ms``;
+  Core ML compile; nothing for ONNX Runtime), cached by (artifact sha256, precision, device, toolchain version), its
+  wall time kept as ``compile_ms``;
 - ``measure(prepared, protocol) -> Measurement``: per-process samples, load, first inference, memory and a receipt;
   :class:`LocalRunner` times fresh worker processes on this host, a remote runner maps the protocol onto the
   device's own timer (trtexec flags, AI Hub profiler iterations);
@@ -124,9 +124,10 @@ class Runner(abc.ABC):
         return Path(handle).exists()
 
     def prepare(self, artifact: Artifact) -> Prepared:
-        """The device build of ``artifact``, reused when cached for (sha256, device, toolchain) and still there."""
+        """The device build of ``artifact``, reused when cached for (sha256, precision, device, toolchain) and still
+        there. The precision is part of the key: one ONNX file becomes an fp16 or an fp32 engine."""
         cache = BuildCache(artifact.path.parent / PREPARED_DIR)
-        key = "|".join((self.name, self.device, artifact.sha256, self.toolchain()))
+        key = "|".join((self.name, self.device, artifact.sha256, artifact.manifest["precision"], self.toolchain()))
         entry = cache.get(key)
         if entry is not None and self.is_built(entry["handle"]):
             return Prepared(artifact, entry["handle"], entry["compile_ms"], True, entry["receipt"])

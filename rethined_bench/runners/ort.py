@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +32,16 @@ def default_threads() -> int:
 
 
 def create_session(path: Path, *, threads: int | None = None, graph_opt_level: str = "all",
-                   providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                   profile_prefix: str | None = None) -> ort.InferenceSession:
-    """An InferenceSession with explicit, recorded settings (threads, graph optimisation, provider).
+                   providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
+                   profile_prefix: str | None = None, config: Mapping[str, str] | None = None
+                   ) -> ort.InferenceSession:
+    """An InferenceSession with explicit, recorded settings (threads, graph optimisation, providers, each a name or
+    ``(name, provider options)``, and session ``config`` entries such as ``session.disable_cpu_ep_fallback``).
 
-    ``profile_prefix`` turns on ORT's per-node profiler (``end_profiling()`` returns the JSON file it wrote).
+    ORT's retry on the CPU provider after a provider error is off (``enable_fallback=0``): a session runs on the
+    providers asked for or fails. A provider that cannot be created at all is still skipped with a warning, so
+    callers that ask for a device check ``get_providers()``. ``profile_prefix`` turns on ORT's per-node profiler
+    (``end_profiling()`` returns the JSON file it wrote).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
@@ -47,8 +52,10 @@ def create_session(path: Path, *, threads: int | None = None, graph_opt_level: s
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers), enable_fallback=0)
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
         raise RbenchError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
 
@@ -121,6 +128,8 @@ class OrtRunner(LocalRunner):
             "graph_optimization_level": self.settings.graph_opt_level,
             "io_binding": False,
             "input_copies": "included (numpy inputs, host memory)",
+            "load_cold": "InferenceSession() in a fresh process (file read and graph optimisation included)",
+            "load_warm": "InferenceSession() again in the same process",
             "onnxruntime": ort.__version__,
         }
 

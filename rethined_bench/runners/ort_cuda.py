@@ -1,0 +1,150 @@
+"""ONNX Runtime on this machine's NVIDIA GPU (``local-ort-cuda``): the CUDA execution provider of onnxruntime-gpu,
+timed in fresh processes like ``local-ort``.
+
+A session that silently runs on the CPU is an error, never a number: ORT skips a CUDA provider it cannot create
+(missing CUDA or cuDNN libraries, no GPU) with a warning and carries on on the CPU, so :meth:`OrtCudaRunner.load`
+checks the session's providers, and by default ``session.disable_cpu_ep_fallback`` makes ORT refuse to place any
+node on the CPU. With I/O binding (the default) inputs are bound from host arrays and outputs to CUDA memory; the
+copies both ways stay inside the timed call, and the run is synchronised before it returns, so the latency is
+CUDA-synchronised wall time, comparable with ``local-tensorrt``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import RbenchError
+from ..settings import setting
+from .base import Availability, LoadedModel, LocalRunner, Prepared
+from .ort import GRAPH_OPT_LEVELS, create_session
+
+PROVIDER = "CUDAExecutionProvider"
+BIND_DEVICE = "cuda"  # where outputs are bound: ORT's device name for CUDA memory
+CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+NO_CPU_NODES = {"session.disable_cpu_ep_fallback": "1"}
+
+
+@dataclass(frozen=True)
+class OrtCudaSettings:
+    device_id: int = setting(0, help="the CUDA device ordinal")
+    cudnn_conv_algo_search: str = setting("EXHAUSTIVE", help="cuDNN's convolution algorithm choice: EXHAUSTIVE "
+                                                             "(ORT's default: benchmarks them in the first "
+                                                             "inference), HEURISTIC or DEFAULT")
+    tf32: bool = setting(False, help="let fp32 convolutions and matmuls use TF32 (ORT's default is on; off: fp32 "
+                                     "means fp32)")
+    io_binding: bool = setting(True, help="bind inputs from host arrays and outputs to CUDA memory and run with "
+                                          "run_with_iobinding; false: session.run")
+    cpu_nodes: bool = setting(False, help="let nodes the CUDA provider cannot run fall back to the CPU provider "
+                                          "(default: refused, the session fails to load)")
+    graph_opt_level: str = setting("all", help="disable, basic, extended or all")
+
+    def __post_init__(self) -> None:
+        if self.cudnn_conv_algo_search not in CONV_ALGO_SEARCH:
+            raise RbenchError(f"cudnn_conv_algo_search must be one of {', '.join(CONV_ALGO_SEARCH)}, "
+                              f"not {self.cudnn_conv_algo_search!r}")
+        if self.graph_opt_level not in GRAPH_OPT_LEVELS:
+            raise RbenchError(f"graph_opt_level must be one of {', '.join(GRAPH_OPT_LEVELS)}, "
+                              f"not {self.graph_opt_level!r}")
+        if self.device_id < 0:
+            raise RbenchError(f"device_id must be >= 0, not {self.device_id}")
+
+
+class IoBoundModel(LoadedModel):
+    """A session run through an I/O binding: each ``infer`` binds the inputs from host arrays (``bind_cpu_input``;
+    ORT copies them to the device inside the run), runs ``run_with_iobinding`` with the outputs bound to
+    ``device_type`` memory, synchronises the outputs and copies them to the host in manifest order. Every copy is
+    inside the call; on ``"cpu"`` the same code runs with ORT's CPU provider (tests)."""
+
+    def __init__(self, session: ort.InferenceSession, output_names: list[str], device_type: str,
+                 device_id: int) -> None:
+        self.session = session
+        self.binding = session.io_binding()
+        for name in output_names:
+            self.binding.bind_output(name, device_type, device_id)
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for name, array in inputs.items():
+            self.binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        self.session.run_with_iobinding(self.binding)
+        self.binding.synchronize_outputs()
+        return self.binding.copy_outputs_to_cpu()
+
+
+class RunModel(LoadedModel):
+    """``session.run`` with numpy inputs and outputs (ORT copies both ways and synchronises inside the call)."""
+
+    def __init__(self, session: ort.InferenceSession, output_names: list[str]) -> None:
+        self.session = session
+        self.output_names = output_names
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, inputs)
+
+
+class OrtCudaRunner(LocalRunner):
+    """ONNX Runtime's CUDA execution provider on this machine's GPU. Load time = ``InferenceSession()`` (file read,
+    graph optimisation, CUDA provider creation, weights to the GPU); cuDNN's algorithm search falls in the first
+    inference, which the protocol times apart."""
+
+    name = "local-ort-cuda"
+    target = "onnx"
+    settings_class = OrtCudaSettings
+
+    def availability(self) -> Availability:
+        if PROVIDER not in ort.get_available_providers():
+            return Availability(False, f"onnxruntime {ort.__version__} has no {PROVIDER} (the CPU-only "
+                                       "onnxruntime package is installed)",
+                                "pip install 'rethined-bench[cuda]', then pip uninstall -y onnxruntime and pip "
+                                "install --force-reinstall --no-deps onnxruntime-gpu (both provide the onnxruntime "
+                                "module)")
+        return Availability(True)
+
+    @property
+    def provider_options(self) -> dict[str, str]:
+        return {"device_id": str(self.settings.device_id),
+                "cudnn_conv_algo_search": self.settings.cudnn_conv_algo_search,
+                "use_tf32": "1" if self.settings.tf32 else "0"}
+
+    def load(self, prepared: Prepared) -> LoadedModel:
+        """A session on the CUDA provider alone, refused if ORT put it (or, unless ``cpu_nodes``, any node of it)
+        on the CPU."""
+        available = self.availability()
+        if not available.ok:
+            raise RbenchError(f"{available.reason}; {available.fix}")
+        try:
+            session = create_session(Path(prepared.handle), graph_opt_level=self.settings.graph_opt_level,
+                                     providers=[(PROVIDER, self.provider_options)],
+                                     config=None if self.settings.cpu_nodes else NO_CPU_NODES)
+        except RbenchError as exc:
+            if self.settings.cpu_nodes:
+                raise
+            raise RbenchError(f"{exc} (local-ort-cuda refuses CPU nodes unless cpu_nodes = true)") from exc
+        if session.get_providers()[0] != PROVIDER:
+            raise RbenchError(f"ONNX Runtime could not create {PROVIDER} and fell back to the CPU (it needs an "
+                              "NVIDIA GPU and the CUDA and cuDNN libraries its onnxruntime-gpu build expects)")
+        names = [spec["name"] for spec in prepared.artifact.manifest["outputs"]]
+        if self.settings.io_binding:
+            return IoBoundModel(session, names, BIND_DEVICE, self.settings.device_id)
+        return RunModel(session, names)
+
+    def describe(self) -> dict[str, Any]:
+        bound = self.settings.io_binding
+        return {
+            "execution_provider": PROVIDER,
+            "provider_options": self.provider_options,
+            "cpu_nodes": "allowed" if self.settings.cpu_nodes else "refused (session.disable_cpu_ep_fallback)",
+            "graph_optimization_level": self.settings.graph_opt_level,
+            "io_binding": bound,
+            "input_copies": ("included: bound from host numpy arrays (bind_cpu_input), copied to the GPU inside "
+                             "run_with_iobinding") if bound else "included: numpy inputs copied inside session.run",
+            "output_copies": ("included: bound to CUDA memory, synchronize_outputs, then copy_outputs_to_cpu"
+                              ) if bound else "included: session.run returns numpy outputs",
+            "first_inference": f"includes cuDNN's {self.settings.cudnn_conv_algo_search} convolution algorithm "
+                               "choice and CUDA kernel loading",
+            "onnxruntime": ort.__version__,
+        }
