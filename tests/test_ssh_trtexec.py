@@ -21,6 +21,7 @@ from rethined_bench.artifact import check_parity
 from rethined_bench.backends import create_exporter, local_runner, runner_for
 from rethined_bench.devices import get_profile
 from rethined_bench.measure.protocol import Protocol
+from rethined_bench.runners.ssh import RemoteError
 from rethined_bench.runners.ssh_trtexec import clock_warnings, parse_telemetry
 from rethined_bench.store import ResultStore
 from rethined_bench.sweep import Cell, Sweep
@@ -186,8 +187,17 @@ def test_ctrl_c_stops_what_rbench_started_on_the_device(nano, jetson, monkeypatc
     jetson.remote_dir.mkdir(parents=True, exist_ok=True)
     (jetson.remote_dir / "x.engine").write_text("an engine")
     runner = runner_for(nano)
-    long_run = threading.Thread(target=runner.remote.run, kwargs={
-        "remote": f"{jetson.trtexec} --loadEngine={jetson.remote_dir}/x.engine", "timeout_s": 60, "check": False})
+    ended: list[str] = []
+
+    def run_trtexec() -> None:
+        try:
+            done = runner.remote.run(f"{jetson.trtexec} --loadEngine={jetson.remote_dir}/x.engine", timeout_s=60,
+                                     check=False)
+            ended.append(f"exit {done.returncode}")
+        except RemoteError as exc:  # killed by a signal: ssh reports no exit status
+            ended.append(str(exc))
+
+    long_run = threading.Thread(target=run_trtexec)
     long_run.start()
     time.sleep(1.5)
     real_run = type(runner.remote).run
@@ -201,7 +211,7 @@ def test_ctrl_c_stops_what_rbench_started_on_the_device(nano, jetson, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         runner._remote("the user presses Ctrl-C")
     long_run.join(25)
-    assert not long_run.is_alive()  # the 30-second trtexec was killed on the device
+    assert not long_run.is_alive() and ended and ended != ["exit 0"]  # the 30-second trtexec was killed there
     assert jetson.commands[-1].startswith("pkill -f -- '--(load|save)Engine=")
 
 
