@@ -166,10 +166,16 @@ class FakeJetson:
                 sink.write(data)
 
         feeding = asyncio.ensure_future(feed())
-        await asyncio.gather(pump(local.stdout, process.stdout), pump(local.stderr, process.stderr))
-        status = await local.wait()
-        feeding.cancel()
-        process.exit(status)
+        try:
+            await asyncio.gather(pump(local.stdout, process.stdout), pump(local.stderr, process.stderr))
+            process.exit(await local.wait())
+        finally:  # the client went away (a dropped connection, a timeout): the command dies with its session
+            feeding.cancel()
+            if local.returncode is None:
+                local.kill()
+                await local.wait()
+            if not local.stdin.is_closing():  # a command that exits without reading all its input
+                local.stdin.close()
 
     def drop_connections(self) -> None:
         """Cut every open connection, as a device that reboots or leaves the network does."""
@@ -179,14 +185,21 @@ class FakeJetson:
         self._loop.call_soon_threadsafe(abort)
 
     def stop(self) -> None:
+        """Close the server, end every session and its command, then the loop: nothing outlives the tests."""
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
             for conn in self._connections:
                 conn.abort()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.sleep(0.1)  # let the subprocess transports see their pipes close
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
+        self._loop.close()
 
 
 def ssh_config(path: Path, device: FakeJetson, key_file: Path, known_hosts: Path) -> Path:
