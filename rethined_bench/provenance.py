@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import re
 import subprocess
 from functools import cache
 from importlib import metadata
@@ -29,23 +29,37 @@ def _source_of(module: str) -> Path | None:
     return None
 
 
+_IMPORT = re.compile(r"^import\s+([\w., ]+)", re.MULTILINE)
+_FROM_IMPORT = re.compile(r"^from\s+(\.*)([\w.]*)\s+import\s+(\([^)]*\)|[^\n]*)", re.MULTILINE)
+
+
+def imports_in(text: str) -> list[tuple[int, str, list[str]]]:
+    """``(level, module, names)`` of every import statement at the top level of ``text`` (unindented lines): what
+    a module imports when it is imported. Imports inside functions, like the model registry's lazy ``_builtin``,
+    are indented and do not count. Text, not ``ast``: CPython 3.11's AST constructor can fail spuriously
+    ("recursion depth mismatch") after other threads have used it."""
+    found = [(0, name.strip().split(" as ")[0], []) for match in _IMPORT.finditer(text)
+             for name in match.group(1).split(",") if name.strip()]
+    for match in _FROM_IMPORT.finditer(text):
+        names = [n.strip().split(" as ")[0] for n in match.group(3).strip("()").split("#")[0].split(",")]
+        found.append((len(match.group(1)), match.group(2), [n for n in names if n and n.isidentifier()]))
+    return found
+
+
 def _imported_modules(module: str, source: Path) -> set[str]:
-    """Modules that ``module`` imports at import time (top-level statements only: imports inside functions, like
-    the model registry's lazy ``_builtin``, do not shape what the module defines)."""
+    """Modules that ``module`` imports at import time, resolved to absolute names (``from . import layers``
+    counts ``layers`` as a module too)."""
     package = module if source.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.parse(source.read_text()).body:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                origin = f"{base}.{node.module}" if node.module else base
-            else:
-                origin = node.module or ""
-            found.add(origin)
-            found.update(f"{origin}.{alias.name}" for alias in node.names)  # ``from . import layers``
+    for level, name, names in imports_in(source.read_text()):
+        if level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - level + 1])
+            origin = f"{base}.{name}" if name else base
+        else:
+            origin = name
+        found.add(origin)
+        found.update(f"{origin}.{alias}" for alias in names)
     return found
 
 

@@ -8,7 +8,6 @@ itself there (a subprocess that reports its own samples and load time, as trtexe
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from rethined_bench import backends, gate
 from rethined_bench.devices import load_profiles
 from rethined_bench.errors import RbenchError
 from rethined_bench.measure.protocol import Protocol
+from rethined_bench.provenance import imports_in
 from rethined_bench.store import ResultStore
 from rethined_bench.sweep import Cell, Sweep
 
@@ -77,23 +77,24 @@ def test_registry_names_match_the_classes_and_import_on_demand():
 # ------------------------------------------------------------------------------------------ layering
 
 def _imports(path: Path) -> set[str]:
-    """Every module a file imports (function bodies included, ``if TYPE_CHECKING:`` blocks excluded)."""
+    """Every module a file imports, function bodies included, ``if TYPE_CHECKING:`` blocks excluded."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    kept, skip_below = [], None
+    for line in path.read_text().splitlines():
+        indent = len(line) - len(line.lstrip())
+        if skip_below is not None and line.strip() and indent <= skip_below:
+            skip_below = None
+        if skip_below is None:
+            kept.append(line.lstrip())
+        if line.strip().startswith("if TYPE_CHECKING:"):
+            skip_below = indent
     found = set()
-    tree = ast.parse(path.read_text())
-    skipped = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
-               and getattr(node.test, "id", "") == "TYPE_CHECKING" for inner in ast.walk(node)}
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            parts = package.split(".")
-            base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
-            module = ".".join(p for p in (base, node.module or "") if p)
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+    for level, name, names in imports_in("\n".join(kept)):
+        parts = package.split(".")
+        base = ".".join(parts[: len(parts) - level + 1]) if level else ""
+        module = ".".join(p for p in (base, name) if p)
+        found.add(module)
+        found.update(f"{module}.{alias}" for alias in names)
     return found
 
 
