@@ -168,7 +168,7 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
         "deploy_check": deployed.deploy_check,
         "sha256": sha256_of(path),
         "size_bytes": size_of(path),
-        "graph": exporter.graph(path),
+        "graph": _graph(exporter, path),
         "tool_versions": tool_versions(),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "export_seconds": round(export_seconds, 3),
@@ -188,6 +188,15 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
     if failure:
         raise ParityError(failure)
     return artifact
+
+
+def _graph(exporter: Exporter, path: Path) -> dict[str, Any]:
+    """The exporter's graph summary, which must have exactly ``GRAPH_KEYS`` (the gate compares them across
+    targets)."""
+    graph = exporter.graph(path)
+    if tuple(graph) != GRAPH_KEYS:
+        raise TypeError(f"{type(exporter).__name__}.graph() returned keys {tuple(graph)}, not {GRAPH_KEYS}")
+    return graph
 
 
 def _reusable(path: Path, identity: dict[str, Any]) -> Artifact | None:

@@ -84,8 +84,14 @@ def local_runner(target: str) -> "Runner | None":
     return create_runner(name) if name else None
 
 
+def _require(profile: "DeviceProfile") -> None:
+    if profile.missing_backend:
+        raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
+
+
 def runner_for(profile: "DeviceProfile") -> "Runner":
     """The profile's runner, with its settings from ``[connection]``, ``[toolchain]`` and the environment."""
+    _require(profile)
     cls = runner_class(profile.runner)
     settings = build(cls.settings_class, profile.settings_values(), source=str(profile.source),
                      env_device=profile.name)
@@ -94,6 +100,7 @@ def runner_for(profile: "DeviceProfile") -> "Runner":
 
 def export_options(profile: "DeviceProfile") -> dict[str, Any]:
     """The profile's exporter settings (e.g. ONNX opset, Core ML deployment target), by field name."""
+    _require(profile)
     cls = exporter_class(profile.target)
     return asdict(build(cls.settings_class, profile.settings_values(), source=str(profile.source),
                         env_device=profile.name))

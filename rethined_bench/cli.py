@@ -111,10 +111,8 @@ def export(
     options = {}
     if device:
         profile = get_profile(device, profiles)
-        if profile.missing_backend:
-            raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
-        target, precision = profile.target, precision or profile.precision
         options = export_options(profile)
+        target, precision = profile.target, precision or profile.precision
     if opset is not None:
         options["opset"] = opset
     exporter = create_exporter(target)

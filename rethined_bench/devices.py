@@ -93,12 +93,10 @@ def _check_backend_settings(path: Path, top: dict[str, Any], sections: dict[str,
             allowed = sorted({key for cls in classes for key in settings.profile_keys(cls)} | set(facts))
             raise RbenchError(f"{path}: unknown key '{section}.{unknown[0]}' for runner {top['runner']} and target "
                               f"{top['target']}; allowed: {', '.join(allowed) or 'none'}")
-        for key, value in table.items():
-            for cls in classes:
-                if key in settings.profile_keys(cls):
-                    settings.check_value(cls, settings.profile_keys(cls)[key], value, f"{path}: '{section}.{key}'")
-    for cls in (runner.settings_class, exporter.settings_class):  # values the dataclasses refuse themselves
-        settings.build(cls, sections.get("toolchain", {}) | sections.get("connection", {}), source=str(path))
+    values = {key: value for section in owners for key, value in sections.get(section, {}).items()}
+    labels = {key: f"{section}.{key}" for section in owners for key in sections.get(section, {})}
+    for cls in (runner.settings_class, exporter.settings_class):  # types, and values the dataclasses refuse
+        settings.build(cls, values, source=str(path), labels=labels)
 
 
 def parse_profile(path: Path, text: str | None = None) -> DeviceProfile:

@@ -89,16 +89,18 @@ def env_name(device: str, key: str) -> str:
     return f"RBENCH_{device.upper().replace('-', '_')}_{key.upper()}"
 
 
-def build(cls: type[S], values: dict[str, Any], *, source: str, env_device: str | None = None) -> S:
+def build(cls: type[S], values: dict[str, Any], *, source: str, env_device: str | None = None,
+          labels: dict[str, str] | None = None) -> S:
     """An instance of the settings dataclass ``cls`` from profile ``values`` (keys it does not declare are ignored:
-    the profile was validated against all its backends) and ``RBENCH_<DEVICE>_<KEY>`` overrides."""
+    the profile was validated against all its backends) and ``RBENCH_<DEVICE>_<KEY>`` overrides. ``labels`` names
+    a key in messages (e.g. ``toolchain.threads``)."""
     kwargs = {}
     for key, name in profile_keys(cls).items():
         variable = env_name(env_device, key) if env_device else None
         if variable and os.environ.get(variable):
             kwargs[name] = parse_text(cls, name, os.environ[variable], variable)
         elif key in values:
-            kwargs[name] = check_value(cls, name, values[key], f"{source}: '{key}'")
+            kwargs[name] = check_value(cls, name, values[key], f"{source}: '{(labels or {}).get(key, key)}'")
     try:
         return cls(**kwargs)
     except RbenchError as exc:  # a value the dataclass itself refuses (e.g. an unknown optimisation level)

@@ -20,7 +20,6 @@ from .errors import ParityError, RbenchError, UnsupportedExportError, Unsupporte
 from .measure.environment import load_average, snapshot
 from .measure.protocol import Protocol
 from .measure.roofline import device_ceilings, roofline_floor_ms
-from .models import get_model_spec
 from .runners.local import CellError
 from .store import Result, ResultStore
 
@@ -49,8 +48,6 @@ class Sweep:
 
     def __init__(self, profile: DeviceProfile, store: ResultStore, protocol: Protocol, artifacts_dir: Path,
                  *, force: bool = False, weights: dict[str, str] | None = None) -> None:
-        if profile.missing_backend:
-            raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
         self.profile, self.store, self.protocol = profile, store, protocol
         self.artifacts_dir, self.force, self.weights = artifacts_dir, force, weights or {}
         self.runner = backends.runner_for(profile)
@@ -99,10 +96,8 @@ class Sweep:
         return CellOutcome(cell, status, reason, result)
 
     def run_cell(self, cell: Cell) -> CellOutcome:
-        """Export (or reuse), build on the device (or reuse), measure and store one cell."""
-        reason = get_model_spec(cell.model).unsupported(cell.variant, self.profile.target, self.profile.name)
-        if reason:
-            return self._store_failure(cell, "unsupported", reason)
+        """Export (or reuse), build on the device (or reuse), measure and store one cell. A cell the model declares
+        impossible is refused by ``export`` before any work and stored as ``unsupported``."""
         request = ExportRequest(cell.model, cell.resolution, cell.resolution, self.profile.target,
                                 variant=cell.variant, precision=self.profile.precision,
                                 weights=self.weights.get(cell.model), options=self.export_options,
