@@ -10,7 +10,7 @@ DEVICE ?= host-cpu
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,coreml]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,coreml,qnn]'
 	touch $@
 
 bench: $(STAMP)  ## host-cpu sweep of every model at 1024/2048/4096, then its markdown report

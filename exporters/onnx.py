@@ -2,6 +2,10 @@
 
 Opset 18+ uses torch's dynamo exporter (the default in torch 2.13); opsets below 18 use the TorchScript exporter,
 which is the only one that writes them (13 is what TensorRT 8.2 on a Jetson Nano parses).
+
+fp16 is the fp32 graph with its weights and activations converted to float16 by ONNX Runtime's own converter
+(``onnxruntime.transformers.float16``), inputs and outputs kept float32 (``keep_io_types``) so that every runner
+feeds the same arrays; ORT's default op block list keeps the ops it cannot run in fp16 in fp32 behind casts.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 from torch import nn
 
@@ -99,19 +104,61 @@ class OnnxSettings:
                          help="ONNX opset (>= 18: dynamo exporter; 13 for TensorRT 8.2: TorchScript exporter)")
 
 
+def convert_to_fp16(path: Path) -> dict[str, Any]:
+    """Rewrite the fp32 model at ``path`` in float16 (weights and activations; float32 inputs and outputs)."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(path))
+    kept = {node.op_type for node in model.graph.node} & set(DEFAULT_OP_BLOCK_LIST)
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    _drop_repeated_casts(converted.graph)
+    converted = ir.from_proto(converted)
+    converted.graph.sort()  # the converter appends its input casts after the nodes that read them
+    onnx.save(ir.to_proto(converted), str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    simplify_in_place(path)
+    return {"converter": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
+            "ops_kept_fp32": sorted(kept)}
+
+
+def _drop_repeated_casts(graph: onnx.GraphProto) -> None:
+    """Remove the converter's second copy of a Cast it inserts once per consumer of a value that must stay fp32
+    (a Resize's scales read by two Resizes, in TorchScript-exported graphs): the copies are the same node writing
+    the same name, which ONNX forbids. A different node writing a taken name is left for the checker to refuse."""
+    seen: dict[str, onnx.NodeProto] = {}
+    repeated = []
+    for node in graph.node:
+        first = next((seen[name] for name in node.output if name in seen), None)
+        if first is not None and node.op_type == "Cast" and (first.op_type, list(first.input), list(
+                first.output), list(first.attribute)) == (node.op_type, list(node.input), list(node.output),
+                                                          list(node.attribute)):
+            repeated.append(node)
+        seen.update((name, node) for name in node.output)
+    for node in repeated:
+        graph.node.remove(node)
+
+
 class OnnxExporter(Exporter):
     target = "onnx"
     suffix = ".onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16")
     settings_class = OnnxSettings
     local_runner = "local-ort"
 
-    def convert(self, model: nn.Module, request: ExportRequest, path: Path,
-                example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    def write_onnx(self, model: nn.Module, request: ExportRequest, path: Path,
+                   example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        """The fp32 ONNX at the requested opset, checked and simplified; its manifest fields."""
         opset = int(request.options["opset"])
         export_onnx(model, path, request.height, request.width, opset=opset, example=example)
         exporter = "torch.onnx dynamo" if opset >= DYNAMO_MIN_OPSET else "torch.onnx TorchScript"
-        return {"onnx": {"exporter": exporter, "simplifier": "onnxsim", **graph_statistics(path)}}
+        return {"exporter": exporter, "simplifier": "onnxsim"}
+
+    def convert(self, model: nn.Module, request: ExportRequest, path: Path,
+                example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        fields = self.write_onnx(model, request, path, example)
+        if request.precision == "fp16":
+            fields["fp16"] = convert_to_fp16(path)
+        return {"onnx": fields | graph_statistics(path)}
 
     def graph(self, path: Path) -> dict[str, Any]:
         return onnx_graph(path)

@@ -23,7 +23,7 @@ from rethined_bench.errors import RbenchError
 from rethined_bench.settings import setting
 
 from .base import ExportRequest
-from .onnx import DEFAULT_OPSET, OnnxExporter
+from .onnx import DEFAULT_OPSET, OnnxExporter, graph_statistics
 
 # TensorRT major.minor → the newest ONNX opset its parser reads (onnx-tensorrt's operator support matrix)
 MAX_OPSET = {"8.2": 13, "10": 20}
@@ -49,7 +49,8 @@ def max_opset(version: str) -> int | None:
 
 
 class TensorRTExporter(OnnxExporter):
-    """``rbench export --target tensorrt``: the ONNX a device's TensorRT builds its engine from."""
+    """``rbench export --target tensorrt``: the ONNX a device's TensorRT builds its engine from. It stays fp32 at
+    every precision: fp16 is a build flag (``--fp16``), TensorRT picks the layer precisions itself."""
 
     target = "tensorrt"
     precisions = ("fp16", "fp32")
@@ -57,7 +58,7 @@ class TensorRTExporter(OnnxExporter):
 
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
                 example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        fields = super().convert(model, request, path, example)
+        fields = {"onnx": self.write_onnx(model, request, path, example) | graph_statistics(path)}
         return fields | {"tensorrt": {"build_with": request.options["tensorrt"], "precision": request.precision,
                                       "build_flags": BUILD_FLAGS[request.precision],
                                       "engine": "built on the device by the runner's prepare, never here"}}

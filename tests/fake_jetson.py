@@ -37,6 +37,8 @@ banner = "&&&& RUNNING TensorRT.trtexec [TensorRT v8201] # trtexec " + " ".join(
 if "help" in args:
     print(banner)
     print("=== Model Options ===")
+    if os.environ.get("FAKE_TIME_DESERIALIZE"):  # TensorRT 8.4+ has the flag; the Nano's 8.2 does not
+        print("  --timeDeserialize           Time the amount of time it takes to deserialize the network and exit.")
     sys.exit(0)
 if "onnx" in args:
     if os.environ.get("FAKE_BUILD_FAILS"):
@@ -49,7 +51,16 @@ engine = Path(args["loadEngine"])
 if not engine.is_file():
     print("[E] Engine file not found: " + str(engine))
     sys.exit(1)
+if "timeDeserialize" in args:  # the two lines trtexec 8.6+ prints (its source; no real log is public)
+    print(banner)
+    print("[12/02/2026-10:00:00] [I] First deserialization time = 612.5 milliseconds")
+    print("[12/02/2026-10:00:12] [I] Total deserialization time = 11900 milliseconds in 20 iterations, "
+          "average time = 595 milliseconds, first time = 612.5 milliseconds.")
+    print(banner.replace("RUNNING", "PASSED"))
+    sys.exit(0)
 time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
+if os.environ.get("FAKE_HEATS_TO"):  # the GPU zone heats up while the engine runs
+    Path(os.environ["FAKE_GPU_ZONE"], "temp").write_text(os.environ["FAKE_HEATS_TO"] + "\\n")
 if "exportOutput" in args:
     import numpy as np, onnxruntime as ort
     session = ort.InferenceSession(str(engine), providers=["CPUExecutionProvider"])
@@ -119,7 +130,7 @@ class FakeJetson:
         return self.bin / "trtexec"
 
     def install(self) -> None:
-        """The stand-in tools and a GPU thermal zone."""
+        """The stand-in tools and a GPU thermal zone with a passive (97 °C) and a critical trip point."""
         self.bin.mkdir(parents=True)
         for name, source in (("trtexec", TRTEXEC), ("nvpmodel", NVPMODEL), ("jetson_clocks", JETSON_CLOCKS)):
             script = self.bin / name
@@ -127,8 +138,15 @@ class FakeJetson:
             script.chmod(script.stat().st_mode | stat.S_IEXEC)
         zone = self.thermal / "thermal_zone1"
         zone.mkdir(parents=True)
-        (zone / "type").write_text("GPU-therm\n")
-        (zone / "temp").write_text("41500\n")
+        for name, value in (("type", "GPU-therm"), ("temp", "41500"), ("trip_point_0_type", "critical"),
+                            ("trip_point_0_temp", "105000"), ("trip_point_1_type", "passive"),
+                            ("trip_point_1_temp", "97000")):
+            (zone / name).write_text(value + "\n")
+        self.env["FAKE_GPU_ZONE"] = str(zone)
+
+    def cool_down(self) -> None:
+        """The GPU zone back at its idle temperature (after a test that heated it)."""
+        (self.thermal / "thermal_zone1" / "temp").write_text("41500\n")
 
     def start(self, client_key: asyncssh.SSHKey, host_key: asyncssh.SSHKey) -> None:
         self.install()

@@ -63,7 +63,7 @@ def test_builtin_profiles_fill_their_backends_settings():
     (lambda t: t.replace("onnx_opset = 18", "onnx_opset = 17.5"), "'toolchain.onnx_opset' must be int"),
     (lambda t: t + "[connection]\nhost = 'board.local'\n", "unknown key 'connection.host'"),
     (lambda t: t.replace('"all"', '"max"'), "graph_opt_level must be one of"),
-    (lambda t: t.replace('precision = "fp32"', 'precision = "fp16"'), "target onnx supports fp32"),
+    (lambda t: t.replace('precision = "fp32"', 'precision = "int8"'), "target onnx supports fp32, fp16"),
     (lambda t: t.replace('runner = "local-ort"', 'runner = "local-coreml"'),
      "runner local-coreml runs coreml artifacts, not onnx"),
 ])

@@ -85,3 +85,32 @@ def test_artifact_weights_do_not_grow_with_resolution(onnx_artifact, tmp_path):
     """Only the resolution-independent weights may be stored: no H×W constant folded in (e.g. a blur normaliser)."""
     larger = export_here(ExportRequest("rethined", 2048, 2048, "onnx", variant="top1"), tmp_path, count_work=False)
     assert larger.manifest["onnx"]["initializer_bytes"] < onnx_artifact.manifest["onnx"]["initializer_bytes"] * 1.01
+
+
+@pytest.mark.parametrize("opset", [18, 13])
+def test_fp16_onnx_holds_float16_weights_keeps_float32_io_and_passes_fp16_parity(tmp_path, opset):
+    """--precision fp16 for ONNX (the CUDA EP's fp16): weights and activations in float16, the same float32 inputs
+    and output as fp32, parity within the fp16 tolerance on ONNX Runtime here. The fp32 file of the same cell is a
+    different artifact. Both exporters' graphs convert (TorchScript's shares Resize scales between consumers)."""
+    request = ExportRequest("rethined", 512, 512, "onnx", precision="fp16", variant="top1", options={"opset": opset})
+    half = export_here(request, tmp_path, count_work=False)
+    full = export_here(replace(request, precision="fp32"), tmp_path, count_work=False)
+    assert half.path.name == "rethined-top1_onnx-fp16_512x512.onnx" and half.sha256 != full.sha256
+    weights = half.manifest["graph"]["weight_bytes"]
+    assert weights.get("float16", 0) > 0.9 * sum(weights.values())
+    assert half.manifest["onnx"]["fp16"]["keep_io_types"] is True
+    graph = onnx.load(str(half.path))
+    float32 = onnx.TensorProto.FLOAT
+    assert [i.type.tensor_type.elem_type for i in graph.graph.input] == [float32, float32]
+    assert graph.graph.output[0].type.tensor_type.elem_type == float32
+    parity = half.manifest["parity"]
+    assert parity["status"] == "ok" and parity["atol"] == 2e-2
+    assert 1e-5 < parity["max_abs_error"] < 2e-2  # really half precision, and still close
+
+
+def test_tensorrt_target_keeps_fp32_onnx_at_fp16_and_says_it_is_a_build_flag(tmp_path):
+    artifact = export_here(ExportRequest("rethined", 512, 512, "tensorrt", precision="fp16", variant="top1",
+                                         options={"opset": 13, "tensorrt": "8.2"}), tmp_path, count_work=False)
+    assert "fp16" not in artifact.manifest["onnx"]
+    assert "float16" not in artifact.manifest["graph"]["weight_bytes"]
+    assert artifact.manifest["tensorrt"]["build_flags"] == ["--fp16"]

@@ -219,3 +219,22 @@ def test_the_measurement_protocol_runs_the_cuda_path_on_cpu(tmp_path: Path, cuda
     assert described["input_copies"].startswith("included") and described["output_copies"].startswith("included")
     assert ("copy_outputs_to_cpu" in described["output_copies"]) is io_binding
     assert described["cpu_nodes"].startswith("refused")
+
+
+def test_ceilings_are_measured_through_the_runtime_on_device_resident_buffers():
+    """The GPU roofline's ceilings come from ONNX Runtime itself (MatMul fp32/fp16, an Add stream); the same code
+    with the CPU provider and CPU memory proves the graphs, bindings and arithmetic here."""
+    ceilings = ort_cuda.measure_ort_ceilings(["CPUExecutionProvider"], "cpu", matmul_n=128, stream_mib=4, repeats=2)
+    assert ceilings["fp32_gflops"] > 0 and ceilings["fp16_gflops"] > 0 and ceilings["mem_gbps"] > 0
+    assert "MatMul 128^3" in ceilings["method"] and "4 MiB" in ceilings["method"]
+
+
+def test_runtime_ceilings_are_measured_once_per_device_and_options(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ort_cuda, "measure_ort_ceilings",
+                        lambda providers, device, device_id: calls.append(providers) or {"fp16_gflops": 1.0})
+    first = OrtCudaRunner(OrtCudaSettings()).runtime_ceilings(tmp_path)
+    again = OrtCudaRunner(OrtCudaSettings()).runtime_ceilings(tmp_path)
+    OrtCudaRunner(OrtCudaSettings(tf32=True)).runtime_ceilings(tmp_path)
+    assert first == again == {"fp16_gflops": 1.0}
+    assert [dict(p)["CUDAExecutionProvider"]["use_tf32"] for p in calls] == ["0", "1"]

@@ -22,7 +22,7 @@ from rethined_bench.backends import create_exporter, local_runner, runner_for
 from rethined_bench.devices import get_profile
 from rethined_bench.measure.protocol import Protocol
 from rethined_bench.runners.ssh import RemoteError
-from rethined_bench.runners.ssh_trtexec import clock_warnings, parse_telemetry
+from rethined_bench.runners.ssh_trtexec import clock_warnings, parse_telemetry, thermal_warnings
 from rethined_bench.store import ResultStore
 from rethined_bench.sweep import Cell, Sweep
 
@@ -56,8 +56,9 @@ def nano(jetson, monkeypatch):
     for key, value in jetson.settings_env.items():
         monkeypatch.setenv(key, value)
     yield get_profile("jetson-nano")
-    for key in ("FAKE_BUILD_FAILS", "FAKE_RUN_SECONDS", "FAKE_GPU_HZ"):
+    for key in ("FAKE_BUILD_FAILS", "FAKE_RUN_SECONDS", "FAKE_GPU_HZ", "FAKE_TIME_DESERIALIZE", "FAKE_HEATS_TO"):
         jetson.env.pop(key, None)
+    jetson.cool_down()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def test_a_cell_is_built_on_the_device_measured_from_exported_times_and_resumed(
     assert "--loadEngine=" in run and "--iterations=4" in run and "--useSpinWait" in run and "--exportTimes=" in run
     telemetry = result.environment["device_reported"]["telemetry"][0]["before"]
     assert telemetry == {"power_mode": "MAXN", "gpu_mhz": {"min": 921.6, "max": 921.6, "current": 921.6},
-                         "thermal_c": {"GPU-therm": 41.5}}
+                         "thermal_c": {"GPU-therm": 41.5}, "passive_trip_c": {"GPU-therm": 97.0}}
+    assert result.load["warm"] is None and "no --timeDeserialize" in result.settings["load_warm"]  # TensorRT 8.2
     assert len(result.environment["device_reported"]["gpu_compute_ms"][1]) == 4
     assert not result.latency["unstable"]
     assert not list(jetson.remote_dir.glob("*.times.json"))  # per-run files removed from the device
@@ -161,6 +163,23 @@ def test_a_gpu_clock_below_its_maximum_marks_the_cell_unstable(nano, jetson, tmp
     result = sweep(nano, tmp_path, artifacts, processes=1).run_cell(CELL).result
     assert result.latency["unstable"]
     assert any("GPU clock 614 MHz below its 922 MHz maximum" in r for r in result.latency["reasons"])
+
+
+def test_a_gpu_heating_to_its_passive_trip_point_marks_the_cell_unstable(nano, jetson, tmp_path, artifacts):
+    jetson.env["FAKE_HEATS_TO"] = "97500"
+    result = sweep(nano, tmp_path, artifacts, processes=1).run_cell(CELL).result
+    assert result.latency["unstable"]
+    assert any("GPU-therm reached 97.5 °C, its passive trip point (97.0 °C" in r for r in result.latency["reasons"])
+
+
+def test_warm_load_comes_from_time_deserialize_where_trtexec_has_it(nano, jetson, tmp_path, artifacts):
+    jetson.env["FAKE_TIME_DESERIALIZE"] = "1"
+    result = sweep(nano, tmp_path, artifacts, processes=2).run_cell(CELL).result
+    assert result.load["warm"] == 595.0 and result.load["warm_per_process"] == [None, 595.0]
+    assert result.load["cold"] == pytest.approx(529.544)
+    assert result.environment["device_reported"]["deserialize_ms"] == {"first": 612.5, "average": 595.0, "runs": 20}
+    assert result.receipt["measure"]["commands"][-1].endswith("--timeDeserialize")
+    assert result.settings["load_warm"].startswith("trtexec --timeDeserialize")
 
 
 def test_the_engine_runs_inputs_for_parity(nano, artifacts):
@@ -221,12 +240,18 @@ def test_telemetry_parsing_and_throttling_rules():
             "CPU-therm 48000\n")
     before = parse_telemetry(text)
     assert before == {"power_mode": "MAXN", "gpu_mhz": {"min": 76.8, "max": 921.6, "current": 921.6},
-                      "thermal_c": {"GPU-therm": 52.5, "CPU-therm": 48.0}}
+                      "thermal_c": {"GPU-therm": 52.5, "CPU-therm": 48.0}, "passive_trip_c": {}}
     after = parse_telemetry(text.replace("CurrentFreq=921600000", "CurrentFreq=768000000"))
     assert clock_warnings(0, before, after) == ["GPU clock fell from 922 to 768 MHz during process 1 (throttling)"]
     assert clock_warnings(0, before, before) == []
     assert parse_telemetry("== nvpmodel\nsh: nvpmodel: not found\n== clocks\n== thermal\n") == {
-        "power_mode": None, "gpu_mhz": None, "thermal_c": {}}
+        "power_mode": None, "gpu_mhz": None, "thermal_c": {}, "passive_trip_c": {}}
+    hot = parse_telemetry("== thermal\nGPU-therm 97500 97000 99000\nPMIC-Die 100000 95000\n")
+    cool = parse_telemetry("== thermal\nGPU-therm 60000 97000 99000\nPMIC-Die 100000 95000\n")
+    assert hot["passive_trip_c"] == {"GPU-therm": 97.0, "PMIC-Die": 95.0}
+    assert thermal_warnings(2, cool, hot) == ["GPU-therm reached 97.5 °C, its passive trip point (97.0 °C, where "
+                                              "the kernel throttles), during process 3"]
+    assert thermal_warnings(0, hot, hot) == []  # a fixed reading above its trip point is not heating
 
 
 def test_tensorrt_export_follows_the_device_opset(tmp_path):

@@ -279,3 +279,32 @@ def test_export_times_gives_per_query_latency_and_compute():
 def test_malformed_export_times_are_refused(data, message):
     with pytest.raises(TrtexecLogError, match=message):
         parse_export_times(data)
+
+
+TIME_DESERIALIZE = {
+    # the two shapes of the line in trtexec's source (no real --timeDeserialize log is public: fixtures README)
+    "8.6+": ("Total deserialization time = 801.6 milliseconds in 20 iterations, average time = 40.08 milliseconds, "
+             "first time = 41.25 milliseconds.", 20),
+    "8.4": ("Total deserialization time = 801.6 milliseconds, average time = 40.08, first time = 41.25.", None),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(TIME_DESERIALIZE))
+def test_time_deserialize_gives_first_and_average_warm_deserialization(shape):
+    total, runs = TIME_DESERIALIZE[shape]
+    log = parse_log("\n".join([
+        "&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --loadEngine=/tmp/m.engine --timeDeserialize",
+        "[12/02/2026-10:00:00] [I] Begin deserialization engine timing...",
+        "[12/02/2026-10:00:00] [I] First deserialization time = 41.25 milliseconds",
+        f"[12/02/2026-10:00:01] [I] {total}",
+        "[12/02/2026-10:00:01] [I] Deserialization Bandwidth = 1.52 GB/s",
+        "&&&& PASSED TensorRT.trtexec [TensorRT v8601] # trtexec --loadEngine=/tmp/m.engine --timeDeserialize",
+    ]))
+    assert (log.deserialize_first_ms, log.deserialize_average_ms, log.deserialize_runs) == (41.25, 40.08, runs)
+    assert log.passed and log.summary is None
+
+
+def test_logs_without_time_deserialize_have_no_warm_deserialization():
+    log = parse_log((FIXTURES / "09_gtx1070_trt8.4.1_loadEngine_verbose_no-e2e.log").read_text()) \
+        if FIXTURES.is_dir() else parse_log("[I] TensorRT version: 8.4.1")
+    assert (log.deserialize_first_ms, log.deserialize_average_ms, log.deserialize_runs) == (None, None, None)

@@ -47,17 +47,23 @@ def measure_host_ceilings(matmul_n: int = 4096, copy_mib: int = 1024, repeats: i
             "method": f"torch.mm {matmul_n}^3 fp32 and a {copy_mib} MiB copy, best of {repeats}"}
 
 
-def host_ceilings(cache_dir: Path) -> dict[str, Any]:
-    """Measured host ceilings, cached in ``cache_dir/ceilings.json`` keyed by host (CPU model, cores, name)."""
-    host = host_info()
-    key = f"{host['hostname']}|{host['cpu']}|{host['usable_cores']}"
+def cached_ceilings(cache_dir: Path, key: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``'s ceilings, measured once per ``key`` (a processor and how it is driven) and kept in
+    ``cache_dir/ceilings.json``: a peak does not change between sweeps, and measuring it takes seconds."""
     cache = cache_dir / "ceilings.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in cached:
-        cached[key] = measure_host_ceilings()
+        cached[key] = measure()
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(cached, indent=2) + "\n")
     return cached[key]
+
+
+def host_ceilings(cache_dir: Path) -> dict[str, Any]:
+    """Measured host ceilings, cached keyed by host (CPU model, cores, name)."""
+    host = host_info()
+    return cached_ceilings(cache_dir, f"{host['hostname']}|{host['cpu']}|{host['usable_cores']}",
+                           measure_host_ceilings)
 
 
 def device_ceilings(profile: "DeviceProfile", measure_now: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -11,11 +11,14 @@ CUDA-synchronised wall time, comparable with ``local-tensorrt``'s.
 
 from __future__ import annotations
 
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ..errors import RbenchError
@@ -52,6 +55,56 @@ class OrtCudaSettings:
                               f"not {self.graph_opt_level!r}")
         if self.device_id < 0:
             raise RbenchError(f"device_id must be >= 0, not {self.device_id}")
+
+
+def _one_node_model(op: str, dtype: np.dtype, shapes: dict[str, list[int]]) -> bytes:
+    """A serialized ONNX model of one ``op`` node over inputs ``shapes`` (one output ``y``)."""
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inputs = [onnx.helper.make_tensor_value_info(name, elem, shape) for name, shape in shapes.items()]
+    output = onnx.helper.make_tensor_value_info("y", elem, None)
+    graph = onnx.helper.make_graph([onnx.helper.make_node(op, list(shapes), ["y"])], op.lower(), inputs, [output])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    model.ir_version = 9  # what opset 18 needs, and old enough for any onnxruntime-gpu that runs opset 18
+    return model.SerializeToString()
+
+
+def _best_seconds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], device_type: str, device_id: int,
+                  repeats: int) -> float:
+    """The fastest of ``repeats`` runs with inputs and output resident on the device (no copies timed)."""
+    binding = session.io_binding()
+    for name, array in arrays.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device_type, device_id))
+    binding.bind_output("y", device_type, device_id)
+    session.run_with_iobinding(binding)  # kernel selection and allocation
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        session.run_with_iobinding(binding)  # returns after the provider's stream is synchronised
+        best = min(best, time.perf_counter() - begin)
+    return best
+
+
+def measure_ort_ceilings(providers: list[Any], device_type: str, device_id: int = 0, *, matmul_n: int = 8192,
+                         stream_mib: int = 1024, repeats: int = 5) -> dict[str, Any]:
+    """Peak fp32 and fp16 GFLOP/s (an N×N MatMul) and memory bandwidth GB/s (an elementwise Add reads two arrays
+    and writes one) of the device ``providers`` run on, measured through ONNX Runtime itself, so the roofline's
+    ceilings are what this runtime reaches on this card with these provider options (TF32 included)."""
+    ceilings: dict[str, Any] = {}
+    for precision, dtype in (("fp32", np.float32), ("fp16", np.float16)):
+        model = _one_node_model("MatMul", dtype, {"a": [matmul_n, matmul_n], "b": [matmul_n, matmul_n]})
+        session = ort.InferenceSession(model, providers=providers)
+        square = np.random.default_rng(0).random((matmul_n, matmul_n), dtype=np.float32).astype(dtype)
+        seconds = _best_seconds(session, {"a": square, "b": square}, device_type, device_id, repeats)
+        ceilings[f"{precision}_gflops"] = round(2 * matmul_n**3 / seconds / 1e9, 1)
+    elements = stream_mib * 2**20 // 4
+    session = ort.InferenceSession(_one_node_model("Add", np.float32, {"a": [elements], "b": [elements]}),
+                                   providers=providers)
+    stream = np.ones(elements, dtype=np.float32)
+    seconds = _best_seconds(session, {"a": stream, "b": stream}, device_type, device_id, repeats)
+    ceilings["mem_gbps"] = round(3 * stream.nbytes / seconds / 1e9, 2)
+    ceilings["method"] = (f"ONNX Runtime {ort.__version__}: MatMul {matmul_n}^3 fp32 and fp16, Add over "
+                          f"{stream_mib} MiB (2 reads + 1 write), device-resident I/O, best of {repeats}")
+    return ceilings
 
 
 class IoBoundModel(LoadedModel):
@@ -131,6 +184,14 @@ class OrtCudaRunner(LocalRunner):
         if self.settings.io_binding:
             return IoBoundModel(session, names, BIND_DEVICE, self.settings.device_id)
         return RunModel(session, names)
+
+    def runtime_ceilings(self, cache_dir: Path) -> dict[str, Any]:
+        """This GPU's peaks through the CUDA provider with the profile's options, cached per host and device."""
+        from ..measure.roofline import cached_ceilings
+
+        key = f"{socket.gethostname()}|{PROVIDER}:{self.settings.device_id}|{self.provider_options}"
+        return cached_ceilings(cache_dir, key, lambda: measure_ort_ceilings(
+            [(PROVIDER, self.provider_options)], BIND_DEVICE, self.settings.device_id))
 
     def describe(self) -> dict[str, Any]:
         bound = self.settings.io_binding

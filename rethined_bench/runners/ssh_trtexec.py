@@ -8,9 +8,12 @@
   ``--duration`` are the protocol's minimum iterations and time (trtexec too runs until both are met; its warm-up is
   by time, 200 ms when the protocol asks for warm-up), ``--useSpinWait``, and ``--exportTimes``, whose per-inference
   ``latencyMs`` (H2D + GPU compute + D2H) rbench computes its own statistics from, with ``computeMs`` kept beside
-  it. Cold load is what that version's load lines cover (:attr:`TrtexecLog.load_ms_cold`). Before and after each
-  process the power mode (``nvpmodel -q``), clocks (``jetson_clocks --show``) and thermal zones are read; a GPU
-  clock below its maximum or falling during a process marks the cell unstable.
+  it. Cold load is what that version's load lines cover (:attr:`TrtexecLog.load_ms_cold`); warm load is the average
+  of trtexec's ``--timeDeserialize`` (20 deserializations from memory in one more process per cell) where the
+  device's trtexec has the flag (8.4+; not TensorRT 8.2 on a Nano). Before and after each process the power mode
+  (``nvpmodel -q``), clocks (``jetson_clocks --show``) and thermal zones with their passive trip points are read; a
+  GPU clock below its maximum or falling during a process, or a zone that heats up to its passive trip point (where
+  the kernel starts throttling), marks the cell unstable.
 - **infer**: ``--loadInputs`` / ``--exportOutput`` (outputs as JSON), for parity of the engine itself.
 
 An unreachable host, a missing trtexec, a timeout or a dropped connection is one line (the cell's reason); Ctrl-C
@@ -27,7 +30,7 @@ import shlex
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ from .base import Availability, Build, Prepared, Runner
 from .ssh import RemoteError, SshHost, quote
 from .trtexec_log import TrtexecLogError, parse_export_times, parse_log
 
+TIME_DESERIALIZE = "--timeDeserialize"
 WARMUP_MS = 200  # trtexec's default warm-up, used whenever the protocol asks for warm-up
 LOCK_CLOCKS = "on the device: `sudo nvpmodel -m 0 && sudo jetson_clocks` (MAXN, clocks locked at their maxima)"
 _POWER_MODE = re.compile(r"NV Power Mode:\s*(\S+)")
@@ -97,22 +101,27 @@ class SshTrtexecRunner(Runner):
         return Availability(True, fix=f"before measuring, {LOCK_CLOCKS}")
 
     @cached_property
-    def _version(self) -> str:
+    def _help(self) -> str:
+        """``trtexec --help`` on the device: its banner names the TensorRT version, its flags what it can time."""
         trtexec = self.settings.trtexec
-        probe = self.remote.run(f"test -x {shlex.quote(trtexec)} || {{ echo 'trtexec not found at {trtexec}' >&2; "
-                                f"exit 3; }}; {shlex.quote(trtexec)} --help 2>&1 | head -n 5",
-                                timeout_s=self.settings.connect_timeout_s + 30)
-        try:
-            version = parse_log(probe.stdout).version
-        except TrtexecLogError:
-            version = None
-        if version is None:
-            raise RemoteError(f"{self.remote.label}: {trtexec} does not print its TensorRT version")
-        return version
+        return self.remote.run(f"test -x {shlex.quote(trtexec)} || {{ echo 'trtexec not found at {trtexec}' >&2; "
+                               f"exit 3; }}; {shlex.quote(trtexec)} --help 2>&1",
+                               timeout_s=self.settings.connect_timeout_s + 30).stdout
 
     def toolchain(self) -> str:
         """The device's TensorRT version, as its trtexec prints it (part of the engine cache key)."""
-        return self._version
+        try:
+            version = parse_log(self._help).version
+        except TrtexecLogError:
+            version = None
+        if version is None:
+            raise RemoteError(f"{self.remote.label}: {self.settings.trtexec} does not print its TensorRT version")
+        return version
+
+    @property
+    def times_deserialization(self) -> bool:
+        """Whether the device's trtexec has ``--timeDeserialize`` (TensorRT 8.4+), rbench's warm load there."""
+        return TIME_DESERIALIZE in self._help
 
     # ------------------------------------------------------------------------------------------ build
 
@@ -167,18 +176,30 @@ class SshTrtexecRunner(Runner):
             commands.append(quote(argv))
             telemetry.append({"before": before, "after": after})
             compute.append(exported.compute_ms)
-            reasons += clock_warnings(index, before, after)
+            reasons += clock_warnings(index, before, after) + thermal_warnings(index, before, after)
         settings = self.describe() | {"load_cold": f"{log.load_covers}, in each fresh trtexec process",
                                       "trtexec_cov_percent": log.cov_percent}
+        extra = {"telemetry": telemetry, "gpu_compute_ms": compute}
+        if self.times_deserialization:
+            argv = [self.settings.trtexec, f"--loadEngine={prepared.handle}", TIME_DESERIALIZE]
+            warm = _parse(self._remote(quote(argv) + " 2>&1", check=False).stdout,
+                          f"trtexec {TIME_DESERIALIZE} on {self.remote.label}")
+            commands.append(quote(argv))
+            extra["deserialize_ms"] = {"first": warm.deserialize_first_ms, "average": warm.deserialize_average_ms,
+                                       "runs": warm.deserialize_runs}
+            records[-1] = replace(records[-1], load_warm_ms=warm.deserialize_average_ms)
         receipt = {"host": self.remote.label, "tensorrt": self.toolchain(), "commands": commands,
                    "engine": prepared.handle}
-        return Measurement(records, settings, receipt, {"telemetry": telemetry, "gpu_compute_ms": compute}, reasons)
+        return Measurement(records, settings, receipt, extra, reasons)
 
     def telemetry(self) -> dict[str, Any]:
-        """Power mode, GPU clocks and thermal zones of the device now (fields are None where a tool is missing)."""
+        """Power mode, GPU clocks, thermal zones and their passive trip points on the device now (fields are None
+        where a tool is missing)."""
         script = (f"echo '== nvpmodel'; nvpmodel -q 2>&1; echo '== clocks'; jetson_clocks --show 2>&1; "
                   f"echo '== thermal'; for zone in {self.settings.thermal_zones}; do "
-                  f"[ -r \"$zone/temp\" ] && echo \"$(cat \"$zone/type\") $(cat \"$zone/temp\")\"; done; true")
+                  f"[ -r \"$zone/temp\" ] || continue; trips=''; for trip in \"$zone\"/trip_point_*_type; do "
+                  f"[ \"$(cat \"$trip\" 2>/dev/null)\" = passive ] && trips=\"$trips $(cat \"${{trip%_type}}_temp\")\"; "
+                  f"done; echo \"$(cat \"$zone/type\") $(cat \"$zone/temp\")$trips\"; done; true")
         return parse_telemetry(self._remote(script).stdout)
 
     # ------------------------------------------------------------------------------------------ infer
@@ -203,10 +224,12 @@ class SshTrtexecRunner(Runner):
         return [_array(exported[spec["name"]]) for spec in prepared.artifact.manifest["outputs"]]
 
     def describe(self) -> dict[str, Any]:
+        warm = (f"trtexec {TIME_DESERIALIZE}: average of its repeated deserializations from memory, one process "
+                "per cell" if self.times_deserialization else
+                f"not measured (this trtexec has no {TIME_DESERIALIZE}; it loads once per process)")
         return {"tool": "trtexec", "host": self.remote.label, "latency": "trtexec latencyMs: H2D + GPU compute + "
                 "D2H per inference (--exportTimes), spin-wait synchronisation", "warmup_ms": WARMUP_MS,
-                "input_copies": "included (H2D and D2H in every timed inference)",
-                "load_warm": "not measured (trtexec loads once per process)"}
+                "input_copies": "included (H2D and D2H in every timed inference)", "load_warm": warm}
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -247,19 +270,23 @@ def _array(entry: dict[str, Any]) -> np.ndarray:
 
 
 def parse_telemetry(text: str) -> dict[str, Any]:
-    """``nvpmodel -q``, ``jetson_clocks --show`` and thermal zones (milli-°C) as power mode, GPU MHz and °C."""
+    """``nvpmodel -q``, ``jetson_clocks --show`` and thermal zones (``type temp [passive trip temps]``, milli-°C)
+    as power mode, GPU MHz, °C per zone and each zone's lowest passive trip point in °C."""
     sections = dict(part.split("\n", 1) if "\n" in part else (part, "")
                     for part in text.split("== ")[1:])
     mode = _POWER_MODE.search(sections.get("nvpmodel", ""))
     clocks = _GPU_CLOCKS.search(sections.get("clocks", ""))
-    thermal = {}
+    thermal, trips = {}, {}
     for line in sections.get("thermal", "").splitlines():
-        zone, _, value = line.strip().rpartition(" ")
-        if zone and value.lstrip("-").isdigit():
-            thermal[zone] = int(value) / 1000
+        zone, *values = line.split()
+        if not values or not all(v.lstrip("-").isdigit() for v in values):
+            continue
+        thermal[zone] = int(values[0]) / 1000
+        if values[1:]:
+            trips[zone] = min(int(v) for v in values[1:]) / 1000
     return {"power_mode": mode.group(1) if mode else None,
             "gpu_mhz": dict(zip(("min", "max", "current"), (int(v) / 1e6 for v in clocks.groups()))) if clocks
-            else None, "thermal_c": thermal}
+            else None, "thermal_c": thermal, "passive_trip_c": trips}
 
 
 def clock_warnings(index: int, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -274,3 +301,13 @@ def clock_warnings(index: int, before: dict[str, Any], after: dict[str, Any]) ->
         return [f"GPU clock {start['current']:.0f} MHz below its {start['max']:.0f} MHz maximum in process "
                 f"{index + 1}; {LOCK_CLOCKS}"]
     return []
+
+
+def thermal_warnings(index: int, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Zones that heated up to their passive trip point during process ``index``: the kernel throttles there.
+    A zone already at its trip point and unchanged (a fixed reading such as the Nano's PMIC-Die) is not news."""
+    start, end, trips = before.get("thermal_c", {}), after.get("thermal_c", {}), after.get("passive_trip_c", {})
+    return [f"{zone} reached {end[zone]:.1f} °C, its passive trip point ({trip:.1f} °C, where the kernel throttles), "
+            f"during process {index + 1}"
+            for zone, trip in trips.items()
+            if zone in end and end[zone] >= trip and end[zone] > start.get(zone, float("-inf"))]

@@ -32,6 +32,11 @@ _VERSION = re.compile(r"^TensorRT version: (?P<version>\d+(?:\.\d+)*)$")
 _DEVICE = re.compile(r"^Selected Device: (?P<name>.+)$")
 _SECONDS = {key: re.compile(rf"^Engine {key} in (?P<value>{_NUMBER}) sec\.?$")
             for key in ("built", "loaded", "deserialized")}
+# --timeDeserialize (8.4+): one timed deserialization, then 20 more; 8.6+ names the count and the unit twice
+_DESERIALIZE_FIRST = re.compile(rf"^First deserialization time = (?P<value>{_NUMBER}) milliseconds$")
+_DESERIALIZE_TOTAL = re.compile(rf"^Total deserialization time = (?P<total>{_NUMBER}) milliseconds"
+                                rf"(?: in (?P<runs>\d+) iterations)?, average time = (?P<average>{_NUMBER})"
+                                rf"(?: milliseconds)?, first time = (?P<first>{_NUMBER})(?: milliseconds)?\.$")
 _ENGINE_SIZE = re.compile(rf"^\[TRT\] Loaded engine size: (?P<value>{_NUMBER}) (?P<unit>MiB|MB)$")
 _TIMED_QUERIES = re.compile(r"^Timing trace has (?P<count>\d+) queries over ")
 _COV = re.compile(rf"coefficient of variance = (?P<value>{_NUMBER})%")
@@ -118,6 +123,9 @@ class TrtexecLog:
     - ``engine_loaded_from_file``: the run loaded a saved engine (``--loadEngine``); when the command is not in the
       log, inferred from a load/deserialise line without ``Engine built in``; ``None`` when nothing tells.
     - ``timed_queries``: the count in ``Timing trace has N queries`` (not printed by every version).
+    - ``deserialize_first_ms``, ``deserialize_average_ms``, ``deserialize_runs`` (``--timeDeserialize``, 8.4+: the
+      engine is deserialized from memory, the first time after 8.6+'s two untimed warm-ups, then ``runs`` more
+      times, 20, averaged): the repeated, warm deserialization. ``runs`` is ``None`` where the line omits it (8.4).
     """
 
     version: str | None
@@ -136,6 +144,9 @@ class TrtexecLog:
     precision: str | None
     engine_loaded_from_file: bool | None
     timed_queries: int | None
+    deserialize_first_ms: float | None
+    deserialize_average_ms: float | None
+    deserialize_runs: int | None
 
     @property
     def load_ms_cold(self) -> float | None:
@@ -360,6 +371,7 @@ def parse_log(text: str) -> TrtexecLog:
     cov = _first(_COV, [message for severity, message in lines if severity == "W"])
     timed = _first(_TIMED_QUERIES, info)
     device = _first(_DEVICE, info)
+    first, total = _first(_DESERIALIZE_FIRST, info), _first(_DESERIALIZE_TOTAL, info)
     return TrtexecLog(
         version=_normalise_version(version["version"]) if version else banner_version,
         passed=passed, command=command, errors=errors,
@@ -370,6 +382,9 @@ def parse_log(text: str) -> TrtexecLog:
         engine_size_mib=_engine_size_mib(info), cov_percent=float(cov["value"]) if cov else None,
         precision=_precision(options, command, loaded), engine_loaded_from_file=loaded,
         timed_queries=int(timed["count"]) if timed else None,
+        deserialize_first_ms=float(total["first"]) if total else float(first["value"]) if first else None,
+        deserialize_average_ms=float(total["average"]) if total else None,
+        deserialize_runs=int(total["runs"]) if total and total["runs"] else None,
     )
 
 
