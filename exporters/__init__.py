@@ -5,6 +5,6 @@ Targets are named in :mod:`rethined_bench.backends` and imported from there on d
 
 from __future__ import annotations
 
-from .base import Exporter, ExportRequest, export
+from .base import Exporter, ExportRequest, export, parity_inputs, parity_reference
 
-__all__ = ["ExportRequest", "Exporter", "export"]
+__all__ = ["ExportRequest", "Exporter", "export", "parity_inputs", "parity_reference"]

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +32,7 @@ from rethined_bench.provenance import code_fingerprint, tool_versions
 from rethined_bench.settings import NoSettings
 
 GRAPH_KEYS = ("format", "node_count", "ops", "weight_bytes")
+PARITY_INPUTS = "rethined_bench.inputs.make_inputs(seed)"
 
 
 @dataclass(frozen=True)
@@ -178,16 +180,34 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
         manifest["work"] = work_counts(deployed, request.height, request.width).to_dict()
     artifact = Artifact(path, manifest)
     if check_parity_here:
-        with torch.inference_mode():
-            reference = deployed(image, mask).numpy()
-        inputs = {INPUT_NAMES[0]: image.numpy(), INPUT_NAMES[1]: mask.numpy()}
-        manifest["parity"] = check_parity(artifact, parity_runner, inputs, reference) | {
-            "inputs": "rethined_bench.inputs.make_inputs(seed)"}
+        inputs, reference = _parity_case(deployed, image, mask)
+        manifest["parity"] = check_parity(artifact, parity_runner, inputs, reference) | {"inputs": PARITY_INPUTS}
     manifest_path_for(path).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     failure = failure_message(path.name, manifest.get("parity", {}))
     if failure:
         raise ParityError(failure)
     return artifact
+
+
+def _parity_case(deployed: nn.Module, image: torch.Tensor, mask: torch.Tensor
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    with torch.inference_mode():
+        reference = deployed(image, mask).numpy()
+    return {INPUT_NAMES[0]: image.numpy(), INPUT_NAMES[1]: mask.numpy()}, reference
+
+
+def parity_inputs(request: ExportRequest) -> dict[str, np.ndarray]:
+    """The seeded inputs parity uses for ``request``'s cell (the ones export's parity check ran)."""
+    image, mask = make_inputs(request.height, request.width, seed=request.seed)
+    return {INPUT_NAMES[0]: image.numpy(), INPUT_NAMES[1]: mask.numpy()}
+
+
+def parity_reference(request: ExportRequest) -> np.ndarray:
+    """The PyTorch fp32 deploy form's output for :func:`parity_inputs`: what a device's outputs are compared with
+    where the device returns them later (a hosted job), as export's parity does here."""
+    model = create_model(request.model, request.variant, seed=request.seed, weights=request.weights)
+    image, mask = make_inputs(request.height, request.width, seed=request.seed)
+    return _parity_case(deploy(model), image, mask)[1]
 
 
 def _graph(exporter: Exporter, path: Path) -> dict[str, Any]:

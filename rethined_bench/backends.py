@@ -27,15 +27,14 @@ RUNNERS = {
     "ssh-trtexec": "rethined_bench.runners.ssh_trtexec:SshTrtexecRunner",
     "local-ort-cuda": "rethined_bench.runners.ort_cuda:OrtCudaRunner",
     "local-tensorrt": "rethined_bench.runners.tensorrt:TensorRTRunner",
+    "aihub": "rethined_bench.runners.aihub:AihubRunner",
 }
 EXPORTERS = {
     "onnx": "exporters.onnx:OnnxExporter",
     "coreml": "exporters.coreml:CoreMLExporter",
     "tensorrt": "exporters.tensorrt:TensorRTExporter",
+    "qnn": "exporters.qnn:QnnExporter",
 }
-# named by the built-in paper-device profiles, not yet in this version: such a device lists as unreachable, with why
-PLANNED_RUNNERS = ("aihub",)
-PLANNED_TARGETS = ("qnn",)
 
 
 def _load(kind: str, table: Mapping[str, str], name: str) -> type:
@@ -84,14 +83,8 @@ def local_runner(target: str) -> "Runner | None":
     return create_runner(name) if name else None
 
 
-def _require(profile: "DeviceProfile") -> None:
-    if profile.missing_backend:
-        raise RbenchError(f"device {profile.name} cannot be used: {profile.missing_backend}")
-
-
 def runner_for(profile: "DeviceProfile") -> "Runner":
     """The profile's runner, with its settings from ``[connection]``, ``[toolchain]`` and the environment."""
-    _require(profile)
     cls = runner_class(profile.runner)
     settings = build(cls.settings_class, profile.settings_values(), source=str(profile.source),
                      env_device=profile.name)
@@ -100,7 +93,6 @@ def runner_for(profile: "DeviceProfile") -> "Runner":
 
 def export_options(profile: "DeviceProfile") -> dict[str, Any]:
     """The profile's exporter settings (e.g. ONNX opset, Core ML deployment target), by field name."""
-    _require(profile)
     cls = exporter_class(profile.target)
     return asdict(build(cls.settings_class, profile.settings_values(), source=str(profile.source),
                         env_device=profile.name))

@@ -55,11 +55,8 @@ def devices(profiles: ProfilesOption = None) -> None:
 
     table = Table("device", "display", "runner", "target", "reachable here")
     for profile in load_profiles(profiles).values():
-        if profile.missing_backend:
-            reach = f"no: {profile.missing_backend}"
-        else:
-            availability = runner_for(profile).availability()
-            reach = "yes" if availability.ok else f"no: {availability.reason}"
+        availability = runner_for(profile).availability()
+        reach = "yes" if availability.ok else f"no: {availability.reason}"
         table.add_row(profile.name, profile.display, profile.runner, f"{profile.target} {profile.precision}", reach)
     console.print(table)
 
@@ -75,10 +72,6 @@ def doctor(profiles: ProfilesOption = None) -> None:
         by_runner.setdefault(profile.runner, []).append(profile)
     table = Table("runner", "device", "status", "why", "fix")
     for name, devices in sorted(by_runner.items()):
-        if name not in runner_names():
-            table.add_row(name, ", ".join(p.name for p in devices), "[yellow]missing[/]", "not in this rbench version",
-                          "")
-            continue
         for label, runner in ([(p.name, runner_for(p)) for p in devices] or [("", create_runner(name))]):
             availability = runner.availability()
             status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
@@ -144,12 +137,16 @@ def run(
     min_iters: Annotated[int, typer.Option(help="Minimum timed iterations per process.")] = 5,
     min_time: Annotated[float, typer.Option(help="Minimum timed seconds per process.")] = 1.0,
     max_time: Annotated[float, typer.Option(help="Cap on timed seconds per process.")] = 30.0,
+    detach: Annotated[bool, typer.Option(help="Hosted devices (AI Hub): submit every cell's jobs and return; a "
+                                              "later `rbench run` collects them.")] = False,
     profiles: ProfilesOption = None,
 ) -> None:
     """Measure every selected (model, variant, resolution) cell on a device and store the results.
 
     Exits 1 when a cell failed (each is stored with its reason and listed); cells a model declares unsupported are
-    stored as such and are not failures.
+    stored as such and are not failures. On a hosted device (AI Hub) every cell's jobs are submitted first and
+    polled together; job ids are stored at once, so an interrupted or --detach'ed run is finished by the next one,
+    which re-attaches to them instead of submitting again.
     """
     from .devices import get_profile
     from .measure.protocol import Protocol
@@ -170,24 +167,40 @@ def run(
             spec.variant_options(var)
             cells += [Cell(name, var, size) for size in res or BENCH_RESOLUTIONS]
     sweep = Sweep(profile, ResultStore(db), protocol, artifacts, force=force)
+    if detach and not sweep.hosted:
+        raise RbenchError(f"--detach is for hosted devices; {profile.name} runs while rbench waits")
     sweep.check_runner()
-    counts = {"ok": 0, "failed": 0, "unsupported": 0, "skipped": 0}
+    counts = {"ok": 0, "failed": 0, "unsupported": 0, "skipped": 0, "submitted": 0}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(f"{profile.name}", total=len(cells))
 
         def report(outcome) -> None:
             counts[outcome.status] += 1
-            colour = {"ok": "green", "skipped": "dim", "unsupported": "yellow"}.get(outcome.status, "red")
+            colour = {"ok": "green", "skipped": "dim", "unsupported": "yellow", "submitted": "cyan"}.get(
+                outcome.status, "red")
             bar.console.print(f"[{colour}]{outcome.status:>11}[/] {outcome.cell.label}: {outcome.detail}")
             bar.advance(task)
 
-        outcomes = []
-        for cell in cells:
-            bar.update(task, description=f"{profile.name} {cell.label}")
-            outcomes.append(sweep.run_cell(cell))
-            report(outcomes[-1])
+        def show_jobs(states: dict[str, int]) -> None:
+            jobs = ", ".join(f"{count} {state}" for state, count in states.items() if count)
+            bar.update(task, description=f"{profile.name} jobs: {jobs or 'collecting'}")
+
+        if sweep.hosted:
+            bar.update(task, description=f"{profile.name}: exporting and submitting")
+            outcomes = sweep.run_jobs(cells, detach=detach, report=report, states=show_jobs)
+            for outcome in outcomes[sum(counts.values()):]:  # detached cells, reported once submitted
+                report(outcome)
+        else:
+            outcomes = []
+            for cell in cells:
+                bar.update(task, description=f"{profile.name} {cell.label}")
+                outcomes.append(sweep.run_cell(cell))
+                report(outcomes[-1])
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    if counts["submitted"]:
+        console.print(f"{counts['submitted']} cells submitted to {profile.name}; `rbench run` with the same options "
+                      "collects them when their jobs end.")
     if counts["skipped"] == len(cells):
         console.print(f"Nothing to measure: all {len(cells)} cells are already stored in {db} for these artifacts "
                       "and this protocol (use --force to measure again).")
@@ -253,16 +266,19 @@ def report(
 
 @app.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="CSV or JSON of externally measured cells, trtexec output or an "
-                                         "--exportTimes JSON (docs/ingest.md).")],
+    file: Annotated[Path, typer.Argument(help="CSV or JSON of externally measured cells, trtexec output, an "
+                                         "--exportTimes JSON or an ai-hub-models perf.yaml (docs/ingest.md).")],
     db: DbOption = Path("results/rbench.sqlite"),
     profiles: ProfilesOption = None,
-    device: Annotated[Optional[str], typer.Option(help="Device profile the trtexec file was measured on.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model the trtexec file measured.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile the trtexec file (or perf.yaml) was "
+                                                       "measured on.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model the trtexec file measured (a perf.yaml names its "
+                                                      "own).")] = None,
     variant: Annotated[Optional[str], typer.Option(help="Its variant (default: the model's first).")] = None,
     res: Annotated[Optional[int], typer.Option("--res", help="Its square resolution.")] = None,
 ) -> None:
-    """Store numbers measured outside rbench (Xcode's Core ML report, trtexec on a Jetson) with their provenance."""
+    """Store numbers measured outside rbench (Xcode's Core ML report, trtexec on a Jetson, AI Hub numbers Qualcomm
+    published) with their provenance."""
     from .ingest import CellOptions
     from .ingest import ingest as ingest_file
     from .store import ResultStore

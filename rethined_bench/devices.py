@@ -53,14 +53,6 @@ class DeviceProfile:
         """``[connection]`` and ``[toolchain]`` together: what the backends' settings dataclasses are built from."""
         return self.toolchain | self.connection
 
-    @property
-    def missing_backend(self) -> str | None:
-        """Why this rbench version cannot drive the device (a runner or target it does not have), else ``None``."""
-        for kind, name, known in (("runner", self.runner, backends.RUNNERS), ("target", self.target,
-                                                                                backends.EXPORTERS)):
-            if name not in known:
-                return f"{kind} {name} is not in this rbench version"
-        return None
 
 
 def _check_types(path: Path, section: str, table: dict[str, Any], schema: dict[str, tuple[type, ...]]) -> None:
@@ -75,9 +67,7 @@ def _check_types(path: Path, section: str, table: dict[str, Any], schema: dict[s
 
 def _check_backend_settings(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]]) -> None:
     """``[connection]`` keys must be the runner's settings; ``[toolchain]`` keys the runner's, the exporter's or a
-    device fact; every value of the declared type. Backends this version lacks are checked when they land."""
-    if top["runner"] not in backends.RUNNERS or top["target"] not in backends.EXPORTERS:
-        return
+    device fact; every value of the declared type."""
     runner, exporter = backends.runner_class(top["runner"]), backends.exporter_class(top["target"])
     if runner.target != top["target"]:
         raise RbenchError(f"{path}: runner {top['runner']} runs {runner.target} artifacts, not {top['target']}")
@@ -114,8 +104,8 @@ def parse_profile(path: Path, text: str | None = None) -> DeviceProfile:
     for key in _REQUIRED:
         if key not in top:
             raise RbenchError(f"{path}: missing required key '{key}'")
-    for key, allowed in (("runner", (*backends.RUNNERS, *backends.PLANNED_RUNNERS)),
-                         ("target", (*backends.EXPORTERS, *backends.PLANNED_TARGETS)), ("precision", PRECISIONS)):
+    for key, allowed in (("runner", tuple(backends.RUNNERS)), ("target", tuple(backends.EXPORTERS)),
+                         ("precision", PRECISIONS)):
         if top[key] not in allowed:
             raise RbenchError(f"{path}: '{key}' is {top[key]!r}; allowed: {', '.join(allowed)}")
     _check_types(path, "ceilings", sections.get("ceilings", {}), _CEILINGS)

@@ -20,8 +20,9 @@ Design (measurement.md §6, "rbench gate design"; DESIGN.md "The regression gate
   row, or a cell the model now declares ``unsupported``) fails too, unless ``--allow-missing``, which downgrades it
   to a warning. A broken build never passes by dropping out of the comparison.
 * **Exact mode** (always, where both sides have the facts): params, fvcore GMACs, artifact size and the manifest's
-  target-neutral ``graph`` (node count, node count by op type, weight bytes by dtype) for every target. Any
-  relative increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
+  target-neutral ``graph`` (node count, node count by op type, weight bytes by dtype) for every target, and in
+  stored mode the op placement a device reported (layers on GPU, CPU or no unit instead of the NPU). Any relative
+  increase beyond ``structural_threshold`` (default 0) fails; noise cannot hide these.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def _fmt(value: float) -> str:
 
 def structural_facts(manifest: dict[str, Any]) -> dict[str, float]:
     """Deterministic facts of an artifact manifest (or a stored record): params, GMACs, size, and the graph's node
-    counts (total and by op type) and weight bytes by dtype, whatever the target."""
+    counts (total and by op type) and weight bytes by dtype, whatever the target; for a record whose device reported
+    its op placement (AI Hub), the layers on each compute unit other than the NPU."""
     work = manifest.get("work") or {}
     facts: dict[str, float] = {}
     params = work.get("params", manifest.get("params"))
@@ -218,6 +220,10 @@ def structural_facts(manifest: dict[str, Any]) -> dict[str, float]:
         facts[op] = float(count)
     for dtype, size in (graph.get("weight_bytes") or {}).items():
         facts[f"{dtype} weight bytes"] = float(size)
+    placement = ((manifest.get("environment") or {}).get("device_reported") or {}).get("placement") or {}
+    for unit, share in (placement.get("units") or {}).items():
+        if unit != "NPU":  # layers that fell off the NPU raise these: a regression no timing noise can hide
+            facts[f"layers on {unit}"] = float(share["layers"])
     return facts
 
 

@@ -7,10 +7,12 @@ Formats (``docs/ingest.md``), told apart by content, not by file extension:
 - trtexec's console output (TensorRT 8.0-10.x, e.g. from a Jetson Nano): one cell, its latency statistics from the
   performance summary, load and build times from the engine lines, a failed build as a ``failed`` cell;
 - trtexec's ``--exportTimes`` JSON (a list of per-query objects): one cell with rbench's own statistics over the
-  per-query latencies, which are kept as samples.
+  per-query latencies, which are kept as samples;
+- ai-hub-models' ``perf.yaml`` (both schemas): the numbers Qualcomm published for a model on AI Hub's devices, one
+  cell per QNN runtime and precision on the profile's device, with the job id and QAIRT version as provenance.
 
-A trtexec file does not say which model, resolution or device profile it measured: the caller passes them
-(:class:`CellOptions`, the CLI's ``--device/--model/--variant/--res``). Ingested results carry
+A trtexec file does not say which model, resolution or device profile it measured, and a perf.yaml does not say
+the input size: the caller passes them (:class:`CellOptions`, the CLI's ``--device/--model/--variant/--res``). Ingested results carry
 ``provenance.source = "ingested"`` and the tool that produced them, so reports can tell them from numbers rbench
 measured itself. Everything is validated before anything is stored.
 """
@@ -21,26 +23,36 @@ import csv
 import hashlib
 import io
 import json
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .devices import PRECISIONS, DeviceProfile, get_profile
-from .errors import RbenchError
+from .errors import RbenchError, UnknownNameError
 from .measure.stats import summarize
 from .models import get_model_spec
 from .models.registry import ModelSpec
+from .runners.aihub_perf_yaml import PerfYaml, PublishedPerf, parse_perf_yaml
 from .runners.trtexec_log import PerformanceSummary, Stat, TrtexecLog, TrtexecLogError, parse_export_times, parse_log
 from .store import Result, ResultStore
 
 REQUIRED = ("model", "resolution", "latency_median_ms")
 OPTIONAL = ("device", "variant", "compute_units", "load_ms", "load_warm_ms", "first_inference_ms", "precision",
             "source", "measured_at", "notes")
-FORMATS = "a CSV or JSON of result rows, trtexec output or an --exportTimes JSON (see docs/ingest.md)"
+FORMATS = ("a CSV or JSON of result rows, trtexec output, an --exportTimes JSON or an ai-hub-models perf.yaml "
+           "(see docs/ingest.md)")
 # CoV of device compute time above which a cell is marked unstable (measurement.md §4; trtexec >= 10.14 warns too)
 COMPUTE_COV_LIMIT_PERCENT = 2.5
 TRTEXEC_TARGET = "tensorrt"
+QNN_TARGET = "qnn"
+# what AI Hub's model cards call the runtimes rbench's qnn target runs: DLC, context binary, the old schema's name
+QNN_RUNTIMES = ("qnn_dlc", "qnn_context_binary", "qnn", "torchscript_onnx_qnn")
+_PUBLISHED_PRECISIONS = {"float": "fp16", "fp16": "fp16", "w8a8": "int8", "int8": "int8"}  # "float" runs fp16 on HTP
+_PERF_YAML = re.compile(r"^(?:models|precisions|aggregated):", re.MULTILINE)
+_PERF_YAML_METRIC = "AI Hub's estimated inference time, as ai-hub-models published it (no samples)"
+AIHUB_HOSTED = "published by Qualcomm from AI Hub's hosted, shared devices"
 # provenance "format" of each trtexec file → how messages name it
 _TRTEXEC_KINDS = {"log": "trtexec output", "exportTimes": "an --exportTimes file"}
 _LATENCY_KEYS = ("median", "min", "max", "p90", "p99", "mean", "std", "cv", "n", "processes",
@@ -103,7 +115,7 @@ def _csv_rows(path: Path, text: str, json_error: json.JSONDecodeError) -> list[d
 
 def detect(source: IngestFile) -> tuple[str, Any]:
     """The file's format by content: ``("export-times", list)``, ``("rows", (rows, defaults))`` from JSON or CSV,
-    or ``("trtexec", TrtexecLog)``."""
+    ``("trtexec", TrtexecLog)`` or ``("perf-yaml", PerfYaml)``."""
     try:
         data = json.loads(source.text)
     except json.JSONDecodeError as exc:
@@ -113,7 +125,10 @@ def detect(source: IngestFile) -> tuple[str, Any]:
     try:
         return "trtexec", parse_log(source.text)
     except TrtexecLogError:
-        return "rows", (_csv_rows(source.path, source.text, json_error), {})
+        pass
+    if _PERF_YAML.search(source.text):
+        return "perf-yaml", parse_perf_yaml(source.text, source=source.path.name)
+    return "rows", (_csv_rows(source.path, source.text, json_error), {})
 
 
 def _number(row: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
@@ -286,6 +301,85 @@ def _export_times_result(source: IngestFile, data: list[Any], cell: CellOptions,
         settings={"latency": _TIMES_METRIC, "gpu_compute_median_ms": statistics.median(times.compute_ms)})
 
 
+def _chip(name: str) -> str:
+    """A chipset name in one spelling: ``Snapdragon® 8 Gen 2`` and ``qualcomm-snapdragon-8gen2`` agree."""
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace("qualcomm", ""))
+
+
+def _published_model(perf: PerfYaml, cell: CellOptions, where: str) -> tuple[str, str, ModelSpec | None]:
+    """The model the cells are stored under: ``--model``, else the file's own (``LaMa-Dilated`` → ``lama-dilated``);
+    a network rbench does not build keeps that name, with variant ``published``."""
+    names = sorted({entry.model for entry in perf.passed})
+    name = cell.model or re.sub(r"[^a-z0-9]+", "-", names[0].lower()).strip("-")
+    try:
+        spec = get_model_spec(name)
+    except UnknownNameError:
+        if cell.variant:
+            raise RbenchError(f"{where}: --variant is for rbench's own models; {name} is not one") from None
+        return name, "published", None
+    variant = cell.variant or spec.default_variant
+    spec.variant_options(variant)
+    return spec.name, variant, spec
+
+
+def _perf_yaml_results(source: IngestFile, perf: PerfYaml, cell: CellOptions,
+                       profiles_dir: Path | None) -> list[Result]:
+    """The published QNN numbers of the profile's device: one cell per runtime and precision."""
+    where = source.path.name
+    if cell.device is None or cell.resolution is None:
+        raise RbenchError(f"{where} is an ai-hub-models perf.yaml, which does not say the input size: pass "
+                          "--device (a profile naming the AI Hub device) and --res (e.g. 512 for ai-hub-models' "
+                          "inpainting models)")
+    profile = get_profile(cell.device, profiles_dir)
+    if profile.target != QNN_TARGET:
+        raise RbenchError(f"{where} holds AI Hub numbers, but device {profile.name} runs {profile.target} artifacts")
+    name, chipset = profile.connection.get("device_name"), profile.connection.get("chipset")
+    entries = [entry for entry in perf.passed
+               if entry.device == name or (chipset and entry.chipset and _chip(entry.chipset) == _chip(chipset))]
+    if not entries:
+        devices = ", ".join(sorted({entry.device for entry in perf.passed}))
+        raise RbenchError(f"{where} has no passed entry for {profile.name} ({name or chipset}); it has: {devices}")
+    model, variant, spec = _published_model(perf, cell, where)
+    if spec is not None:
+        spec.constraint.check(cell.resolution, cell.resolution)
+    results = []
+    for entry in entries:
+        precision = _PUBLISHED_PRECISIONS.get(entry.precision or "")
+        if entry.runtime not in QNN_RUNTIMES or precision is None or entry.inference_ms is None:
+            continue
+        placement = _published_placement(entry)
+        results.append(Result(
+            device=profile.name, runner="ingest", model=model,
+            variant=entry.runtime if spec is None else variant, height=cell.resolution, width=cell.resolution,
+            target=profile.target, precision=precision, status="ok", latency=_latency(median=entry.inference_ms),
+            peak_memory_mb=entry.peak_memory_mib[1] if entry.peak_memory_mib else None,
+            settings={"latency": _PERF_YAML_METRIC, "runtime": entry.runtime, "hosted": AIHUB_HOSTED,
+                      "published_precision": entry.precision, "primary_compute_unit": entry.primary_compute_unit},
+            environment={"device_reported": {"device": entry.device, "chipset": entry.chipset,
+                                             "memory_mib": {"inference": entry.peak_memory_mib}} | placement},
+            receipt={"job_id": entry.job_id, "tool_versions": entry.tool_versions},
+            provenance={"source": "ingested", "tool": "ai-hub-models perf.yaml", "schema": perf.schema,
+                        "job_id": entry.job_id, "qairt": entry.tool_versions.get("qairt"), "file": where,
+                        "file_sha256": source.sha256}))
+    if not results:
+        runtimes = ", ".join(sorted({f"{e.runtime} {e.precision}" for e in entries}))
+        raise RbenchError(f"{where}: no QNN entry at a precision rbench stores for {profile.name} (it has: "
+                          f"{runtimes})")
+    return results
+
+
+def _published_placement(entry: PublishedPerf) -> dict[str, Any]:
+    """The layer counts per compute unit, in the shape of a measured op placement (the gate compares them)."""
+    layers = entry.layers
+    if layers is None or layers.total is None:
+        return {}
+    counts = {"NPU": layers.npu or 0, "GPU": layers.gpu or 0, "CPU": layers.cpu or 0}
+    counts["UNSPECIFIED"] = max(layers.total - sum(counts.values()), 0)
+    units = {unit: {"layers": n, "time_ms": None} for unit, n in counts.items()}
+    return {"placement": {"units": units, "layer_count": layers.total, "primary_unit": entry.primary_compute_unit},
+            "placement_text": f"{counts['NPU']}/{layers.total} layers on NPU"}
+
+
 def ingest(path: Path, store: ResultStore, profiles_dir: Path | None = None,
            cell: CellOptions | None = None) -> list[Result]:
     """Detect the format, validate every row or the one trtexec cell, then store them all (a bad file stores
@@ -294,6 +388,8 @@ def ingest(path: Path, store: ResultStore, profiles_dir: Path | None = None,
     kind, parsed = detect(source)
     if kind == "trtexec":
         results = [_log_result(source, parsed, cell, profiles_dir)]
+    elif kind == "perf-yaml":
+        results = _perf_yaml_results(source, parsed, cell, profiles_dir)
     elif kind == "export-times":
         results = [_export_times_result(source, parsed, cell, profiles_dir)]
     else:

@@ -18,10 +18,25 @@ from typing import Any, Iterator
 
 from .errors import RbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed", "unsupported")
 DEFAULT_DB = Path("results") / "rbench.sqlite"
 
+# a hosted cell's jobs, from submission until its result is stored (then deleted in the same transaction)
+_SUBMISSIONS_TABLE = """CREATE TABLE IF NOT EXISTS submissions (
+    device TEXT NOT NULL,
+    model TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    protocol_key TEXT NOT NULL,
+    submission TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (device, model, variant, height, width, target, precision, artifact_sha256, protocol_key)
+)"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
@@ -55,13 +70,16 @@ CREATE TABLE IF NOT EXISTS results (
     receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS results_cell ON results (device, model, variant, height, width, target, precision);
-"""
+""" + _SUBMISSIONS_TABLE + ";\n"
 _JSON_COLUMNS = ("protocol", "latency", "samples", "load", "work", "roofline", "settings", "environment",
                  "provenance", "receipt")
 # schema version → the statements that bring a database of that version to the next one
 _MIGRATIONS = {
     1: ("ALTER TABLE results ADD COLUMN compile_ms REAL", "ALTER TABLE results ADD COLUMN receipt TEXT"),
+    2: (_SUBMISSIONS_TABLE,),
 }
+_SUBMISSION_KEY = ("device = ? AND model = ? AND variant = ? AND height = ? AND width = ? AND target = ? "
+                   "AND precision = ? AND artifact_sha256 = ? AND protocol_key = ?")
 
 
 @dataclass
@@ -181,7 +199,32 @@ class ResultStore:
         with closing(self._connect()) as db, db:
             cursor = db.execute(f"INSERT INTO results ({columns}) VALUES ({', '.join('?' * len(row))})",
                                 tuple(row.values()))
+            db.execute(f"DELETE FROM submissions WHERE {_SUBMISSION_KEY}",
+                       (*result.cell, result.artifact_sha256, result.protocol_key))
             return int(cursor.lastrowid)
+
+    def save_submission(self, cell: tuple[str, str, str, int, int, str, str], artifact_sha256: str,
+                        protocol_key: str, submission: dict[str, Any]) -> None:
+        """Record a cell's hosted jobs as soon as they exist: a later run re-attaches instead of paying again. The
+        record goes when the cell's result is stored (:meth:`add`)."""
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*cell, artifact_sha256, protocol_key, json.dumps(submission),
+                        datetime.now(timezone.utc).isoformat(timespec="seconds")))
+
+    def submission(self, cell: tuple[str, str, str, int, int, str, str], artifact_sha256: str,
+                   protocol_key: str) -> dict[str, Any] | None:
+        """The jobs a cell was submitted as, while its result is not stored; ``None`` when there are none."""
+        with closing(self._connect()) as db:
+            row = db.execute(f"SELECT submission FROM submissions WHERE {_SUBMISSION_KEY}",
+                             (*cell, artifact_sha256, protocol_key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def pending(self, device: str | None = None) -> int:
+        """How many cells (of ``device``) have jobs submitted and no result yet."""
+        with closing(self._connect()) as db:
+            query = "SELECT COUNT(*) FROM submissions" + (" WHERE device = ?" if device else "")
+            return int(db.execute(query, (device,) if device else ()).fetchone()[0])
 
     def has_completed(self, cell: tuple[str, str, str, int, int, str, str], artifact_sha256: str,
                       protocol_key: str) -> bool:

@@ -7,19 +7,24 @@ exported or measured is stored as ``failed`` (or ``unsupported``) with its reaso
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from exporters import ExportRequest, export
+from exporters import ExportRequest, export, parity_inputs, parity_reference
+from exporters.base import PARITY_INPUTS
 
 from . import backends
-from .artifact import Artifact
+from .artifact import Artifact, failure_message, verdict
 from .devices import DeviceProfile
 from .errors import ParityError, RbenchError, UnsupportedExportError, UnsupportedResolutionError
 from .measure.environment import load_average, snapshot
 from .measure.protocol import Protocol
 from .measure.roofline import device_ceilings, roofline_floor_ms
+from .measure.record import Measurement
+from .runners.base import Prepared
+from .runners.jobs import JOB_STATES, JobFailed, JobRunner, Submission, finished
 from .runners.local import CellError
 from .store import Result, ResultStore
 
@@ -38,9 +43,18 @@ class Cell:
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str  # "ok", "failed", "unsupported", "skipped"
+    status: str  # "ok", "failed", "unsupported", "skipped"; "submitted" for hosted jobs left running (detach)
     detail: str = ""
     result: Result | None = None
+
+
+@dataclass
+class HostedCell:
+    """A cell whose jobs run on a service: its build (the compile job) and its submission."""
+
+    cell: Cell
+    prepared: Prepared
+    submission: Submission
 
 
 class Sweep:
@@ -95,15 +109,15 @@ class Sweep:
         self.store.add(result)
         return CellOutcome(cell, status, reason, result)
 
-    def run_cell(self, cell: Cell) -> CellOutcome:
-        """Export (or reuse), build on the device (or reuse), measure and store one cell. A cell the model declares
-        impossible is refused by ``export`` before any work and stored as ``unsupported``."""
-        request = ExportRequest(cell.model, cell.resolution, cell.resolution, self.profile.target,
-                                variant=cell.variant, precision=self.profile.precision,
-                                weights=self.weights.get(cell.model), options=self.export_options,
-                                device=self.profile.name)
+    def _request(self, cell: Cell) -> ExportRequest:
+        return ExportRequest(cell.model, cell.resolution, cell.resolution, self.profile.target, variant=cell.variant,
+                             precision=self.profile.precision, weights=self.weights.get(cell.model),
+                             options=self.export_options, device=self.profile.name)
+
+    def _export(self, cell: Cell) -> Artifact | CellOutcome:
+        """The cell's artifact, or its outcome when there is nothing to measure: unsupported, failed, or stored."""
         try:
-            artifact = export(request, self.exporter, self.artifacts_dir, parity_runner=self.parity_runner)
+            artifact = export(self._request(cell), self.exporter, self.artifacts_dir, parity_runner=self.parity_runner)
         except (UnsupportedResolutionError, UnsupportedExportError) as exc:
             return self._store_failure(cell, "unsupported", str(exc))
         except (ParityError, RbenchError, RuntimeError, ValueError) as exc:
@@ -111,6 +125,14 @@ class Sweep:
         if not self.force and self.store.has_completed(self._base(cell, "ok").cell, artifact.sha256,
                                                        self.protocol.key):
             return CellOutcome(cell, "skipped", "already stored for this artifact and protocol")
+        return artifact
+
+    def run_cell(self, cell: Cell) -> CellOutcome:
+        """Export (or reuse), build on the device (or reuse), measure and store one cell. A cell the model declares
+        impossible is refused by ``export`` before any work and stored as ``unsupported``."""
+        artifact = self._export(cell)
+        if isinstance(artifact, CellOutcome):
+            return artifact
         environment = snapshot()
         try:
             prepared = self.runner.prepare(artifact)
@@ -121,6 +143,10 @@ class Sweep:
         except (CellError, RbenchError) as exc:
             return self._store_failure(cell, "failed", f"measure: {exc}", artifact, compile_ms=prepared.compile_ms,
                                        receipt={"prepare": prepared.receipt})
+        return self._store_measurement(cell, artifact, prepared, measured, environment)
+
+    def _store_measurement(self, cell: Cell, artifact: Artifact, prepared: Prepared, measured: Measurement,
+                           environment: dict[str, Any]) -> CellOutcome:
         environment["load_average_after"] = load_average()
         work = artifact.manifest.get("work") or {}
         roofline = roofline_floor_ms(work.get("gflops", 0.0), work.get("bytes", 0), self.ceilings,
@@ -137,3 +163,93 @@ class Sweep:
         self.store.add(result)
         return CellOutcome(cell, "ok", f"{measured.latency.median:.1f} ms", result)
 
+    # ------------------------------------------------------------------------------------------ hosted jobs
+
+    @property
+    def hosted(self) -> bool:
+        """Whether the device's work is jobs on a service (submitted together, resumable, detachable)."""
+        return isinstance(self.runner, JobRunner)
+
+    def run_jobs(self, cells: list[Cell], *, detach: bool = False,
+                 report: Callable[[CellOutcome], None] = lambda outcome: None,
+                 states: Callable[[dict[str, int]], None] = lambda counts: None) -> list[CellOutcome]:
+        """Hosted cells: export each and submit its jobs, or re-attach to the jobs stored for it (never submitting
+        a cell twice); then poll every cell's jobs together, reporting the count of jobs per state, and store
+        each cell as its jobs end. With ``detach``, return once everything is submitted: a later run collects."""
+        outcomes, waiting = [], []
+        for cell in cells:
+            started = self._start_jobs(cell)
+            if isinstance(started, CellOutcome):
+                outcomes.append(started)
+                report(started)
+            else:
+                waiting.append(started)
+        if detach:
+            return outcomes + [CellOutcome(job.cell, "submitted", ", ".join(job.submission.job_ids))
+                               for job in waiting]
+        while waiting:
+            counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
+            still = []
+            for job in waiting:
+                try:
+                    current = self.runner.check(job.submission)
+                except JobFailed as exc:
+                    outcome = self._store_failure(job.cell, exc.status, str(exc), job.prepared.artifact,
+                                                  receipt={"prepare": job.prepared.receipt,
+                                                           "jobs": job.submission.to_dict()})
+                else:
+                    for state in current.values():
+                        counts[state] += 1
+                    if not finished(current):
+                        still.append(job)
+                        continue
+                    outcome = self._finish_jobs(job)
+                outcomes.append(outcome)
+                report(outcome)
+            states(counts)
+            waiting = still
+            if waiting:
+                time.sleep(self.runner.settings.poll_interval_s)
+        return outcomes
+
+    def _start_jobs(self, cell: Cell) -> HostedCell | CellOutcome:
+        artifact = self._export(cell)
+        if isinstance(artifact, CellOutcome):
+            return artifact
+        key = self._base(cell, "ok").cell
+        stored = self.store.submission(key, artifact.sha256, self.protocol.key)
+        if stored is not None:  # re-attach: the stored jobs name their compile job too, whatever the build cache says
+            submission = Submission.from_dict(stored)
+            return HostedCell(cell, Prepared(artifact, submission.jobs["compile"][0], None, True,
+                                             stored["details"].get("prepare", {})), submission)
+        try:
+            prepared = self.runner.prepare(artifact)
+            submission = self.runner.submit(prepared, self.protocol, parity_inputs(self._request(cell)))
+        except (RbenchError, RuntimeError, OSError) as exc:
+            return self._store_failure(cell, "failed", f"submit: {exc}", artifact)
+        submission.details["prepare"] = prepared.receipt
+        self.store.save_submission(key, artifact.sha256, self.protocol.key, submission.to_dict())
+        return HostedCell(cell, prepared, submission)
+
+    def _finish_jobs(self, job: HostedCell) -> CellOutcome:
+        """Collect a cell whose jobs ended, compare the device's outputs with PyTorch, store it."""
+        artifact = job.prepared.artifact
+        try:
+            collected = self.runner.collect(job.prepared, job.submission, self.protocol)
+        except JobFailed as exc:
+            return self._store_failure(job.cell, exc.status, str(exc), artifact,
+                                       receipt={"prepare": job.prepared.receipt, "jobs": job.submission.to_dict()})
+        except RbenchError as exc:
+            return self._store_failure(job.cell, "failed", f"collect: {exc}", artifact,
+                                       receipt={"prepare": job.prepared.receipt, "jobs": job.submission.to_dict()})
+        measured = collected.measurement
+        if collected.outputs is not None:
+            reference = parity_reference(self._request(job.cell))
+            parity = verdict(reference, collected.outputs[0], self.profile.precision) | {
+                "reference_inputs": PARITY_INPUTS, "device_outputs": "the first job's output dataset"}
+            measured.extra["parity"] = parity
+            failure = failure_message(artifact.path.name, parity)
+            if failure:
+                return self._store_failure(job.cell, "failed", f"device parity: {failure}", artifact,
+                                           receipt={"measure": measured.receipt})
+        return self._store_measurement(job.cell, artifact, job.prepared, measured, snapshot())

@@ -46,8 +46,8 @@ def test_builtin_profiles_fill_their_backends_settings():
     assert runner_for(profiles["host-cpu"]).settings == OrtSettings(threads=None, graph_opt_level="all")
     assert export_options(profiles["ipad-pro-m2"]) == {"deployment_target": "iOS17", "compute_units": "ALL"}
     assert runner_for(profiles["ipad-pro-m2"]).settings.compute_units == "ALL"
-    assert profiles["host-cpu"].missing_backend is None
-    assert profiles["snapdragon-888"].missing_backend == "runner aihub is not in this rbench version"
+    assert export_options(profiles["snapdragon-888"]) == {"opset": 17, "runtime": "qnn_dlc", "qairt": "2.42",
+                                                           "compute_unit": "npu"}
     assert export_options(profiles["jetson-nano"]) == {"opset": 13, "tensorrt": "8.2"}
     assert runner_for(profiles["jetson-nano"]).settings.remote_dir == "/tmp/rbench"
 

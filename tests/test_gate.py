@@ -314,6 +314,26 @@ def test_stored_mode_compares_params_exactly(tmp_path):
     assert [d.describe() for d in diffs if d.failed] == ["params: 100 → 101"]
 
 
+def _placed(result: Result, npu: int, cpu: int) -> Result:
+    """``result`` as a hosted device reports it: layers per compute unit (runners/aihub_profile.Placement)."""
+    units = {"NPU": npu, "GPU": 0, "CPU": cpu, "UNSPECIFIED": 0}
+    result.environment = {"device_reported": {"placement": {
+        "units": {unit: {"layers": n, "time_ms": 0.1 * n} for unit, n in units.items()},
+        "layer_count": npu + cpu, "primary_unit": "NPU"}}}
+    return result
+
+
+def test_stored_mode_fails_when_layers_fall_off_the_npu_even_at_equal_latency(tmp_path):
+    """AI Hub's op placement is compared exactly: 3 layers moving to the CPU fail the gate with no timing noise."""
+    baseline, db = _stored(tmp_path, _placed(_result(10.0, 0.02), 340, 0), _placed(_result(9.9, 0.02), 337, 3))
+    comparisons, diffs = gate.stored_check(baseline, db, "host-cpu", CONFIG)
+    assert [c.verdict for c in comparisons] == ["pass"]
+    assert [d.describe() for d in diffs if d.failed] == ["layers on CPU: 0 → 3"]
+    assert gate.failed(comparisons, diffs)
+    same, db = _stored(tmp_path / "same", _placed(_result(10.0, 0.02), 340, 0), _placed(_result(10.0, 0.02), 340, 0))
+    assert gate.stored_check(same, db, "host-cpu", CONFIG)[1] == []
+
+
 def _stored_many(tmp_path: Path, baseline: list[Result], current: list[Result]) -> tuple[Path, Path]:
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({"schema": "rbench-results/1", "device": "host-cpu",

@@ -202,7 +202,9 @@ def test_cell_options_are_refused_for_result_rows(tmp_path):
 
 
 @pytest.mark.parametrize("name,text,message", [
-    ("notes.txt", "hello\n", "not a CSV or JSON of result rows, trtexec output or an --exportTimes JSON"),
+    ("notes.txt", "hello\n", "not a CSV or JSON of result rows, trtexec output, an --exportTimes JSON or an "
+                             "ai-hub-models perf.yaml"),
+    ("perf.yaml", "models:\n  - 3\n", "perf.yaml"),
     ("bad.json", "{oops", "bad.json is not valid JSON"),
     ("times.json", "[1, 2]", "not an --exportTimes file"),
 ])
@@ -226,3 +228,62 @@ def test_cli_ingests_trtexec_output_and_names_missing_options(tmp_path):
     stored = rbench("--device", "jetson-nano", "--model", "rethined", "--res", "1024")
     assert stored.returncode == 0, stored.stderr
     assert "stored jetson-nano rethined/dense @1024: 90.3 ms (trtexec)" in " ".join(stored.stdout.split())
+
+
+AIHUB_PERF = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aihub"
+real_perf_yaml = pytest.mark.skipif(not AIHUB_PERF.is_dir(), reason=f"real perf.yaml fixtures not at {AIHUB_PERF}")
+GALAXY = """name = "{name}"
+display = "{device}"
+vendor = "qualcomm"
+target = "qnn"
+precision = "fp16"
+runner = "aihub"
+[connection]
+device_name = "{device}"
+chipset = "{chipset}"
+"""
+
+
+def galaxy_profiles(tmp_path: Path) -> Path:
+    """User profiles for the AI Hub phones ai-hub-models published numbers for (none for the Snapdragon 888)."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for name, device, chipset in (("galaxy-s24", "Samsung Galaxy S24", "qualcomm-snapdragon-8gen3"),
+                                  ("galaxy-s23", "Samsung Galaxy S23", "qualcomm-snapdragon-8gen2")):
+        (profiles / f"{name}.toml").write_text(GALAXY.format(name=name, device=device, chipset=chipset))
+    return profiles
+
+
+@real_perf_yaml
+def test_a_new_schema_perf_yaml_stores_the_published_qnn_numbers_of_the_profiles_device(tmp_path):
+    path = next(AIHUB_PERF.glob("01_*.yaml"))
+    store = ResultStore(tmp_path / "r.sqlite")
+    [result] = ingest(path, store, galaxy_profiles(tmp_path), CellOptions(device="galaxy-s24", resolution=512))
+    assert (result.model, result.variant, result.precision, result.height) == ("lama-dilated", "qnn_dlc", "fp16", 512)
+    assert result.latency["median"] == 52.976 and result.peak_memory_mb == 468  # milliseconds and MiB as printed
+    assert result.provenance["job_id"] == "jgovvrdx5" and result.provenance["qairt"].startswith("2.42.0")
+    assert result.environment["device_reported"]["placement_text"] == "333/333 layers on NPU"
+    assert "hosted" in result.settings["hosted"] and store.latest("galaxy-s24")[0].latency["median"] == 52.976
+
+
+@real_perf_yaml
+@pytest.mark.parametrize("number,device,expected", [
+    ("03", "galaxy-s23", {"torchscript_onnx_qnn": 84.076}),  # the S23 Ultra, matched by its chipset (8 Gen 2)
+    ("04", "galaxy-s23", {"torchscript_onnx_qnn": 162.909}),
+    ("04", "galaxy-s24", {"torchscript_onnx_qnn": 120.027}),
+])
+def test_an_old_schema_perf_yaml_is_in_microseconds_and_bytes(tmp_path, number, device, expected):
+    path = next(AIHUB_PERF.glob(f"{number}_*.yaml"))
+    results = ingest(path, ResultStore(tmp_path / "r.sqlite"), galaxy_profiles(tmp_path),
+                     CellOptions(device=device, resolution=512))
+    assert {r.variant: r.latency["median"] for r in results} == expected
+    assert all(r.provenance["schema"] == "old" and r.provenance["job_id"] for r in results)
+
+
+@real_perf_yaml
+def test_a_perf_yaml_without_the_device_or_the_size_names_what_is_missing(tmp_path):
+    path = next(AIHUB_PERF.glob("01_*.yaml"))
+    with pytest.raises(RbenchError, match="does not say the input size: pass --device"):
+        ingest(path, ResultStore(tmp_path / "r.sqlite"), cell=CellOptions(device="snapdragon-888"))
+    with pytest.raises(RbenchError, match=r"no passed entry for snapdragon-888 .*it has: .*Samsung Galaxy S24"):
+        ingest(path, ResultStore(tmp_path / "r.sqlite"), cell=CellOptions(device="snapdragon-888", resolution=512))

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from ..devices import DeviceProfile
 from ..store import Result
 from .plots import Figure
-from .tables import (ReportTable, device_table, latency_matrix, load_table, ratio_table, roofline_table, table2,
-                     table3)
+from .tables import (ReportTable, device_table, hosted_note, latency_matrix, load_table, ratio_table, roofline_table,
+                     table2, table3)
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,14 @@ def settings_lines(results: list[Result]) -> list[tuple[str, str]]:
     env, protocol, settings = newest.environment or {}, newest.protocol or {}, newest.settings or {}
     host = env.get("host", {})
     rbench = env.get("rbench", {})
-    return [
+    hosted = [("Hosted measurements", f"{note}.") for note in dict.fromkeys(filter(None, map(hosted_note,
+                                                                                           measured)))]
+    return hosted + [
         ("Protocol", f"{protocol.get('processes')} fresh processes × ({protocol.get('warmup')} warm-up + timed "
                      f"iterations until ≥{protocol.get('min_iters')} and ≥{protocol.get('min_time_s')} s, capped "
                      f"at {protocol.get('max_time_s')} s); latency = median of all timed iterations, batch 1, fixed "
                      "shapes; what a timed iteration includes is the runner's (below)."),
-        ("Runner", ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) + "."),
+        ("Runner", ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "hosted") + "."),
         ("Host", f"{host.get('cpu')}, {host.get('usable_cores')} cores, {host.get('memory_gib')} GiB, "
                  f"{host.get('os')}."),
         ("Versions", ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items())) + "."),

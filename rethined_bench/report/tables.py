@@ -116,8 +116,11 @@ def table2(devices: Iterable[tuple[DeviceProfile, list[Result]]], detailed: bool
     """Table 2: models × devices, latency and cold load time at 1024, the paper's numbers per device beside ours."""
     columns: list[Column] = [("", "model")]
     rows: dict[str, dict[Column, str]] = {}
+    hosted = []
     for profile, results in devices:
         group = profile.name
+        if any(hosted_note(r) for r in results):
+            group, hosted = f"{profile.name} (hosted)", hosted + [profile.name]
         columns += [(group, "latency (ms)"), (group, "load (ms)")]
         if profile.paper_table2:  # devices the paper did not measure get no empty paper columns
             columns += [(group, "paper latency (ms)"), (group, "paper load (ms)")]
@@ -135,6 +138,9 @@ def table2(devices: Iterable[tuple[DeviceProfile, list[Result]]], detailed: bool
                f"time at {TABLE2_RESOLUTION}×{TABLE2_RESOLUTION} per device. *paper* columns are the RETHINED "
                "paper's Table 2 for that device, printed for reference only; \"-\" with a reason marks a cell that "
                "failed or is unsupported (the paper prints \"-\" for CoordFill on the Snapdragon 888).")
+    if hosted:
+        caption += (f" *(hosted)*: {', '.join(hosted)} measured on a service's shared devices, not on a device of "
+                    "ours (see the device report's footer).")
     return ReportTable("table2", "Table 2: latency and load time per device", caption,
                        _frame(columns, [rows[label] for label in sorted(rows)]))
 
@@ -178,10 +184,19 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _device_reported(result: Result) -> dict[str, Any]:
+    return (result.environment or {}).get("device_reported") or {}
+
+
+def hosted_note(result: Result) -> str | None:
+    """Why a result is a hosted measurement (a service's shared device), from what its runner said; else None."""
+    return (result.settings or {}).get("hosted") if result.status == "ok" else None
+
+
 def device_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
     """An AI Hub-style table of one device's measured cells: chipset, runtime, time, memory, compute unit."""
     chipset = profile.toolchain.get("chip") or profile.connection.get("chipset") or ""
-    compute = profile.toolchain.get("compute_units") or ""
+    configured = profile.toolchain.get("compute_units") or profile.toolchain.get("compute_unit") or ""
     columns: list[Column] = [("", "model"), ("", "resolution"), ("", "device"), ("", "chipset"),
                              ("", "target runtime"), ("", "precision"), ("", "inference time (ms)"),
                              ("", "peak memory (MB)"), ("", "compute units")]
@@ -190,10 +205,11 @@ def device_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
         ("", "chipset"): chipset, ("", "target runtime"): f"{r.target} ({r.runner})", ("", "precision"): r.precision,
         ("", "inference time (ms)"): cell_text(r),
         ("", "peak memory (MB)"): f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "",
-        ("", "compute units"): compute,
+        ("", "compute units"): _device_reported(r).get("placement_text") or configured,
     } for r in results]
     caption = ("One row per cell in the layout of Qualcomm AI Hub's model cards (device, chipset, runtime, "
-               "inference time, peak memory, precision, compute units).")
+               "inference time, peak memory, precision, compute units: where the layers ran, as the device "
+               "reported it, else what the profile asks for).")
     return ReportTable("device", "Device summary (AI Hub style)", caption, _frame(columns, rows))
 
 
@@ -272,9 +288,10 @@ def load_table(results: list[Result]) -> ReportTable:
         ("", "peak inference memory (MB)"): _number(r.peak_memory_mb, 0),
     } for r in results if r.status == "ok" and r.load]
     described = next((r.settings for r in reversed(results) if r.status == "ok" and r.settings), {})
+    memory = described.get("memory", "the RSS growth during inference above the loaded model, where the runner can "
+                                     "measure it")
     caption = (f"Cold = {described.get('load_cold', 'the first load in a fresh process')}; warm = "
-               f"{described.get('load_warm', 'a reload in the same process')}. Peak memory is the RSS growth "
-               "during inference above the loaded model, where the runner can measure it.")
+               f"{described.get('load_warm', 'a reload in the same process')}. Peak memory is {memory}.")
     return ReportTable("load", "Load time and memory", caption, _frame(columns, rows))
 
 

@@ -85,6 +85,7 @@ class Runner(abc.ABC):
     name: ClassVar[str]
     target: ClassVar[str]
     settings_class: ClassVar[type] = NoSettings
+    times_build: ClassVar[bool] = True  # False where build() only submits the build (a hosted compile job)
 
     def __init__(self, settings: Any = None, *, device: str | None = None) -> None:
         self.settings = settings if settings is not None else self.settings_class()
@@ -135,7 +136,7 @@ class Runner(abc.ABC):
         built = self.build(artifact)
         if built is None:
             return Prepared(artifact, str(artifact.path))
-        compile_ms = (time.perf_counter() - begin) * 1e3
+        compile_ms = (time.perf_counter() - begin) * 1e3 if self.times_build else None
         receipt = built.receipt | {"toolchain": self.toolchain(), "built_at": _now()}
         cache.put(key, {"handle": built.handle, "compile_ms": compile_ms, "receipt": receipt})
         return Prepared(artifact, built.handle, compile_ms, False, receipt)
