@@ -15,7 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -144,21 +144,23 @@ class OnnxExporter(Exporter):
     precisions = ("fp32", "fp16")
     settings_class = OnnxSettings
     local_runner = "local-ort"
-
-    def write_onnx(self, model: nn.Module, request: ExportRequest, path: Path,
-                   example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        """The fp32 ONNX at the requested opset, checked and simplified; its manifest fields."""
-        opset = int(request.options["opset"])
-        export_onnx(model, path, request.height, request.width, opset=opset, example=example)
-        exporter = "torch.onnx dynamo" if opset >= DYNAMO_MIN_OPSET else "torch.onnx TorchScript"
-        return {"exporter": exporter, "simplifier": "onnxsim"}
+    halves_graph: ClassVar[bool] = True  # False where fp16 is the device build's choice (TensorRT, QNN)
 
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
                 example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        fields = self.write_onnx(model, request, path, example)
-        if request.precision == "fp16":
+        """The ONNX at the requested opset (checked, simplified; in float16 at fp16 where the graph carries the
+        precision), its manifest fields, and what the device's build needs (:meth:`build_fields`)."""
+        opset = int(request.options["opset"])
+        export_onnx(model, path, request.height, request.width, opset=opset, example=example)
+        fields: dict[str, Any] = {"exporter": "torch.onnx dynamo" if opset >= DYNAMO_MIN_OPSET
+                                  else "torch.onnx TorchScript", "simplifier": "onnxsim"}
+        if request.precision == "fp16" and self.halves_graph:
             fields["fp16"] = convert_to_fp16(path)
-        return {"onnx": fields | graph_statistics(path)}
+        return {"onnx": fields | graph_statistics(path)} | self.build_fields(request, example)
+
+    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        """Manifest fields for the device build of a target that builds from this ONNX (none for ONNX Runtime)."""
+        return {}
 
     def graph(self, path: Path) -> dict[str, Any]:
         return onnx_graph(path)

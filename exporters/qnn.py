@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rethined_bench.errors import RbenchError
 from rethined_bench.models import INPUT_NAMES
 from rethined_bench.settings import setting
 
 from .base import ExportRequest
-from .onnx import OnnxExporter, graph_statistics
+from .onnx import OnnxExporter
 
 TARGET_RUNTIMES = ("qnn_dlc", "qnn_context_binary")
 COMPUTE_UNITS = ("npu", "gpu", "cpu", "all")
@@ -65,12 +63,11 @@ class QnnExporter(OnnxExporter):
     target = "qnn"
     precisions = ("fp16", "fp32")
     settings_class = QnnSettings
+    halves_graph = False
 
-    def convert(self, model: nn.Module, request: ExportRequest, path: Path,
-                example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        fields = {"onnx": self.write_onnx(model, request, path, example) | graph_statistics(path)}
+    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
         specs = {name: [list(tensor.shape), "float32"] for name, tensor in zip(INPUT_NAMES, example)}
-        return fields | {"qnn": {"compile_options": compile_options(request.options, request.precision),
-                                 "compute_unit": request.options["compute_unit"],
-                                 "input_specs": specs, "qairt": request.options["qairt"],
-                                 "compiled": "by the AI Hub compile job in the runner's prepare, never here"}}
+        return {"qnn": {"compile_options": compile_options(request.options, request.precision),
+                        "compute_unit": request.options["compute_unit"], "input_specs": specs,
+                        "qairt": request.options["qairt"],
+                        "compiled": "by the AI Hub compile job in the runner's prepare, never here"}}

@@ -13,17 +13,15 @@ matrix; backends.md §2.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rethined_bench.errors import RbenchError
 from rethined_bench.settings import setting
 
 from .base import ExportRequest
-from .onnx import DEFAULT_OPSET, OnnxExporter, graph_statistics
+from .onnx import DEFAULT_OPSET, OnnxExporter
 
 # TensorRT major.minor → the newest ONNX opset its parser reads (onnx-tensorrt's operator support matrix)
 MAX_OPSET = {"8.2": 13, "10": 20}
@@ -55,10 +53,9 @@ class TensorRTExporter(OnnxExporter):
     target = "tensorrt"
     precisions = ("fp16", "fp32")
     settings_class = TensorRTSettings
+    halves_graph = False
 
-    def convert(self, model: nn.Module, request: ExportRequest, path: Path,
-                example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        fields = {"onnx": self.write_onnx(model, request, path, example) | graph_statistics(path)}
-        return fields | {"tensorrt": {"build_with": request.options["tensorrt"], "precision": request.precision,
-                                      "build_flags": BUILD_FLAGS[request.precision],
-                                      "engine": "built on the device by the runner's prepare, never here"}}
+    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        return {"tensorrt": {"build_with": request.options["tensorrt"], "precision": request.precision,
+                             "build_flags": BUILD_FLAGS[request.precision],
+                             "engine": "built on the device by the runner's prepare, never here"}}

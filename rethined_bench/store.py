@@ -22,21 +22,14 @@ SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed", "unsupported")
 DEFAULT_DB = Path("results") / "rbench.sqlite"
 
+CELL_COLUMNS = ("device", "model", "variant", "height", "width", "target", "precision")  # what Result.cell holds
+# one cell measured from one artifact under one protocol: what resume and hosted submissions are keyed by
+_MEASUREMENT_COLUMNS = (*CELL_COLUMNS, "artifact_sha256", "protocol_key")
 # a hosted cell's jobs, from submission until its result is stored (then deleted in the same transaction)
-_SUBMISSIONS_TABLE = """CREATE TABLE IF NOT EXISTS submissions (
-    device TEXT NOT NULL,
-    model TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    height INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    precision TEXT NOT NULL,
-    artifact_sha256 TEXT NOT NULL,
-    protocol_key TEXT NOT NULL,
-    submission TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (device, model, variant, height, width, target, precision, artifact_sha256, protocol_key)
-)"""
+_SUBMISSIONS_TABLE = "CREATE TABLE IF NOT EXISTS submissions ({}, submission TEXT NOT NULL, created_at TEXT NOT NULL, " \
+    "PRIMARY KEY ({}))".format(", ".join(f"{column} {'INTEGER' if column in ('height', 'width') else 'TEXT'} NOT NULL"
+                                         for column in _MEASUREMENT_COLUMNS), ", ".join(_MEASUREMENT_COLUMNS))
+_MEASUREMENT_KEY = " AND ".join(f"{column} = ?" for column in _MEASUREMENT_COLUMNS)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
@@ -78,8 +71,7 @@ _MIGRATIONS = {
     1: ("ALTER TABLE results ADD COLUMN compile_ms REAL", "ALTER TABLE results ADD COLUMN receipt TEXT"),
     2: (_SUBMISSIONS_TABLE,),
 }
-_SUBMISSION_KEY = ("device = ? AND model = ? AND variant = ? AND height = ? AND width = ? AND target = ? "
-                   "AND precision = ? AND artifact_sha256 = ? AND protocol_key = ?")
+
 
 
 @dataclass
@@ -199,7 +191,7 @@ class ResultStore:
         with closing(self._connect()) as db, db:
             cursor = db.execute(f"INSERT INTO results ({columns}) VALUES ({', '.join('?' * len(row))})",
                                 tuple(row.values()))
-            db.execute(f"DELETE FROM submissions WHERE {_SUBMISSION_KEY}",
+            db.execute(f"DELETE FROM submissions WHERE {_MEASUREMENT_KEY}",
                        (*result.cell, result.artifact_sha256, result.protocol_key))
             return int(cursor.lastrowid)
 
@@ -216,7 +208,7 @@ class ResultStore:
                    protocol_key: str) -> dict[str, Any] | None:
         """The jobs a cell was submitted as, while its result is not stored; ``None`` when there are none."""
         with closing(self._connect()) as db:
-            row = db.execute(f"SELECT submission FROM submissions WHERE {_SUBMISSION_KEY}",
+            row = db.execute(f"SELECT submission FROM submissions WHERE {_MEASUREMENT_KEY}",
                              (*cell, artifact_sha256, protocol_key)).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -234,10 +226,8 @@ class ResultStore:
         variants at the LR size are the same graph) and each needs its own row.
         """
         with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT 1 FROM results WHERE device = ? AND model = ? AND variant = ? AND height = ? AND width = ? "
-                "AND target = ? AND precision = ? AND artifact_sha256 = ? AND protocol_key = ? AND status = 'ok' "
-                "LIMIT 1", (*cell, artifact_sha256, protocol_key)).fetchone()
+            row = db.execute(f"SELECT 1 FROM results WHERE {_MEASUREMENT_KEY} AND status = 'ok' LIMIT 1",
+                             (*cell, artifact_sha256, protocol_key)).fetchone()
         return row is not None
 
     def all(self, device: str | None = None) -> list[Result]:

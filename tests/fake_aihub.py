@@ -35,6 +35,7 @@ import fcntl
 import inspect
 import json
 import os
+import secrets
 import shlex
 import shutil
 import time
@@ -173,7 +174,8 @@ class FakeHub:
         self.files.mkdir(parents=True, exist_ok=True)
         with self._locked():  # the first instance creates the service; later ones (other processes) join it
             if not self.state_path.exists():
-                self._write({"next_id": 1, "scenario": dict(DEFAULT_SCENARIO), "calls": {}, "errors": {},
+                self._write({"next_id": 1, "service": secrets.token_hex(3), "scenario": dict(DEFAULT_SCENARIO),
+                             "calls": {}, "errors": {},
                              "network_attempts": [], "models": {}, "datasets": {}, "jobs": {}})
                 write_client_ini(self.client_ini)
 
@@ -597,9 +599,11 @@ def fake_hub_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 # --- service rules (pure: state dicts in, decisions or protobuf out) ---
 
 def _new_id(state: dict, prefix: str) -> str:
+    """A new id, unique across fake services too (as the real service's are): a build cached by one test's service
+    must not name another's job."""
     number = state["next_id"]
     state["next_id"] += 1
-    return f"{prefix}fake{number:04d}"
+    return f"{prefix}{state['service']}{number:04d}"
 
 
 def _find(state: dict, table: str, key: str, config: ClientConfig, prefix: str = "") -> dict[str, Any]:

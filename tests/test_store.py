@@ -97,7 +97,7 @@ def test_a_schema_1_database_is_migrated_in_place_and_keeps_every_row(tmp_path):
         assert db.execute("SELECT value FROM meta").fetchone() == ("1",)
         before = db.execute("SELECT id, device, model, variant, status, latency FROM results ORDER BY id").fetchall()
     store = ResultStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     rows = store.all()
     assert [(r.id, r.device, r.model, r.variant, r.status) for r in rows] == [row[:5] for row in before]
     assert [(r.device, r.variant, r.status) for r in rows] == [("host-cpu", "top1", "ok"),
@@ -107,3 +107,15 @@ def test_a_schema_1_database_is_migrated_in_place_and_keeps_every_row(tmp_path):
     assert rows[0].latency["median"] > 0 and len(rows[0].samples) == 2
     store.add(_result(compile_ms=1.0, receipt={"prepare": {}}))  # and takes new rows with the new columns
     assert ResultStore(path).all()[-1].compile_ms == 1.0
+    assert store.pending() == 0  # and has the table of hosted submissions (schema 3)
+
+
+def test_a_hosted_submission_lives_until_its_cell_is_stored(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    done = _result(sha="abc")
+    store.save_submission(done.cell, "abc", "p1", {"jobs": {"compile": ["j1"]}, "submitted_at": 1.0})
+    store.save_submission(done.cell, "abc", "p2", {"jobs": {"compile": ["j2"]}, "submitted_at": 2.0})
+    assert store.submission(done.cell, "abc", "p1")["jobs"] == {"compile": ["j1"]} and store.pending() == 2
+    store.add(done)  # the result and the end of its submission, in one transaction
+    assert store.submission(done.cell, "abc", "p1") is None and store.pending(done.device) == 1
+    assert store.submission(done.cell, "abc", "p2")["jobs"] == {"compile": ["j2"]}
