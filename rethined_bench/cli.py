@@ -13,8 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Column
 
 from .backends import target_names
 from .errors import RbenchError
@@ -30,53 +31,74 @@ ProfilesOption = Annotated[Optional[Path], typer.Option("--profiles", help="Extr
 DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).")]
 
 
-@app.command()
-def models() -> None:
-    """List registered models with their variants, parameter counts and accepted resolutions."""
-    from .models import create_model, get_model_spec, list_models
-
-    table = Table("model", "variants", "params", "paper params", "resolutions", "summary")
-    for name in list_models():
-        spec = get_model_spec(name)
-        params = sum(p.numel() for p in create_model(name).parameters())
-        paper = spec.paper_claims.get("table3", {}).get("params")
-        c = spec.constraint
-        rule = f"multiples of {c.multiple_of}, ≥{c.minimum}" + (", square" if c.square else "")
-        table.add_row(name, ", ".join(spec.variants), f"{params:,}", f"{paper}M" if paper else "", rule,
-                      spec.summary)
-    console.print(table)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) on stdout instead of a table.")]
 
 
 @app.command()
-def devices(profiles: ProfilesOption = None) -> None:
-    """List device profiles: runner, target, precision, and whether rbench can reach the device from here."""
-    from .backends import runner_for
+def models(
+    name: Annotated[Optional[str], typer.Argument(metavar="NAME", help="One model in full: summary, variants with "
+                                                  "their parameter counts, accepted resolutions, limits, the paper's "
+                                                  "numbers.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List registered models with their variants, parameter counts and accepted resolutions (or one in full)."""
+    from .listings import model_detail, model_info, models_table, print_all, print_json
+    from .models import list_models
+
+    if name:
+        info = model_info(name, detail=True)
+        if json_output:
+            print_json(info)
+        else:
+            print_all(console, model_detail(info))
+        return
+    rows = [model_info(model) for model in list_models()]
+    if json_output:
+        print_json(rows)
+        return
+    console.print(models_table(rows, console.width))
+    console.print("[dim]rbench models NAME: one model in full[/]")
+
+
+@app.command()
+def devices(
+    name: Annotated[Optional[str], typer.Argument(metavar="NAME", help="One device in full: its settings with "
+                                                  "their sources, ceilings, paper numbers, reachability, fix.")] = None,
+    json_output: JsonOption = False,
+    profiles: ProfilesOption = None,
+) -> None:
+    """List device profiles: runner, target, precision, and whether rbench can reach the device from here (or one
+    device in full)."""
+    from .devices import get_profile, load_profiles
+    from .listings import device_detail, device_info, devices_table, print_all, print_json
+
+    if name:
+        info = device_info(get_profile(name, profiles), detail=True)
+        if json_output:
+            print_json(info)
+        else:
+            print_all(console, device_detail(info))
+        return
+    rows = [device_info(profile) for profile in load_profiles(profiles).values()]
+    if json_output:
+        print_json(rows)
+        return
+    console.print(devices_table(rows, console.width))
+    console.print("[dim]rbench devices NAME: one device in full; rbench doctor: what to do[/]")
+
+
+@app.command()
+def doctor(json_output: JsonOption = False, profiles: ProfilesOption = None) -> None:
+    """Check each runner's requirements on this machine, for each device it serves, and say what to do: one line
+    per runner and device, then each reason in full with its fix."""
     from .devices import load_profiles
+    from .listings import doctor_report, doctor_rows, print_all, print_json
 
-    table = Table("device", "display", "runner", "target", "reachable here")
-    for profile in load_profiles(profiles).values():
-        availability = runner_for(profile).availability()
-        reach = "yes" if availability.ok else f"no: {availability.reason}"
-        table.add_row(profile.name, profile.display, profile.runner, f"{profile.target} {profile.precision}", reach)
-    console.print(table)
-
-
-@app.command()
-def doctor(profiles: ProfilesOption = None) -> None:
-    """Check each runner's requirements on this machine, with each device's settings, and say what to do."""
-    from .backends import create_runner, runner_for, runner_names
-    from .devices import load_profiles
-
-    by_runner: dict[str, list] = {name: [] for name in runner_names()}
-    for profile in load_profiles(profiles).values():
-        by_runner.setdefault(profile.runner, []).append(profile)
-    table = Table("runner", "device", "status", "why", "fix")
-    for name, devices in sorted(by_runner.items()):
-        for label, runner in ([(p.name, runner_for(p)) for p in devices] or [("", create_runner(name))]):
-            availability = runner.availability()
-            status = "[green]ok[/]" if availability.ok else "[red]unavailable[/]"
-            table.add_row(name, label, status, escape(availability.reason), escape(availability.fix))
-    console.print(table)
+    rows = doctor_rows(load_profiles(profiles).values())
+    if json_output:
+        print_json(rows)
+    else:
+        print_all(console, doctor_report(rows, console.width))
 
 
 @app.command()
@@ -149,6 +171,7 @@ def run(
     which re-attaches to them instead of submitting again.
     """
     from .devices import get_profile
+    from .listings import fit
     from .measure.protocol import Protocol
     from .models import BENCH_RESOLUTIONS, get_model_spec, list_models
     from .store import ResultStore
@@ -171,9 +194,21 @@ def run(
         raise RbenchError(f"--detach is for hosted devices; {profile.name} runs while rbench waits")
     sweep.check_runner()
     counts = {"ok": 0, "failed": 0, "unsupported": 0, "skipped": 0, "submitted": 0}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"{profile.name}", total=len(cells))
+    columns = (TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+               BarColumn(bar_width=None),  # the room the other columns leave
+               *(kind(table_column=Column(no_wrap=True))
+                 for kind in (MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn)))
+    # what the description may take on one line: the counts, two clocks, four gaps and a bar of at least 11 cells
+    room = max(console.width - 2 * len(str(len(cells))) - 30, 20)
+    # the ETA averages over the whole sweep (cells take minutes: rich's default 30 s window would hold no sample)
+    with Progress(*columns, console=console, transient=False, speed_estimate_period=float("inf")) as bar:
+        task = bar.add_task(profile.name, total=len(cells))
+        bar.advance(task, 0)  # a first sample at the start, so the first cell's time counts towards the ETA
+
+        def describe(text: str) -> None:
+            bar.update(task, description=escape(fit(text, room)))
+
+        sweep.on_phase = lambda cell, phase: describe(f"{cell.label} · {phase}")
 
         def report(outcome) -> None:
             counts[outcome.status] += 1
@@ -184,17 +219,15 @@ def run(
 
         def show_jobs(states: dict[str, int]) -> None:
             jobs = ", ".join(f"{count} {state}" for state, count in states.items() if count)
-            bar.update(task, description=f"{profile.name} jobs: {jobs or 'collecting'}")
+            describe(f"{profile.name} jobs: {jobs or 'collecting'}")
 
         if sweep.hosted:
-            bar.update(task, description=f"{profile.name}: exporting and submitting")
             outcomes = sweep.run_jobs(cells, detach=detach, report=report, states=show_jobs)
             for outcome in outcomes[sum(counts.values()):]:  # detached cells, reported once submitted
                 report(outcome)
         else:
             outcomes = []
             for cell in cells:
-                bar.update(task, description=f"{profile.name} {cell.label}")
                 outcomes.append(sweep.run_cell(cell))
                 report(outcomes[-1])
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
@@ -289,6 +322,25 @@ def ingest(
         outcome = f"{result.latency['median']:.1f} ms" if result.status == "ok" else f"{result.status}: {first_reason}"
         console.print(escape(f"stored {result.device} {result.model}/{result.variant} @{result.height}: {outcome} "
                              f"({result.provenance['tool']})"))
+
+
+@app.command()
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Results databases to combine (e.g. one per machine); never "
+                                                 "written.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Database to merge into (created if missing; "
+                                                                "merging into an existing one adds).")],
+) -> None:
+    """Combine results databases from several machines: each measurement once (the newest copy), every other row
+    kept as history (README, "Results from many machines")."""
+    from .merge import merge_stores
+
+    summary = merge_stores(inputs, output)
+    for item in summary.inputs:
+        carried = f", {item.submissions} pending submissions carried over" if item.submissions else ""
+        console.print(escape(f"{item.path}: {item.read} rows read, {item.added} added, {item.skipped} duplicates "
+                             f"skipped{carried}"), soft_wrap=True)
+    console.print(escape(f"{summary.output}: {summary.after} rows ({summary.before} before)"), soft_wrap=True)
 
 
 app.command()(check)  # the regression gate's command lives in gate.py

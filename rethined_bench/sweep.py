@@ -3,6 +3,7 @@
 Cells are stored as they finish (a transaction each), so an interrupted sweep loses nothing; a re-run skips cells
 already stored with status ``ok`` for the same device, artifact sha256 and protocol. A cell that cannot be
 exported or measured is stored as ``failed`` (or ``unsupported``) with its reason, and the sweep continues.
+An optional ``on_phase(cell, phase)`` callback hears each step as it begins (:data:`PHASES`), for progress displays.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ class Cell:
         return f"{self.model}/{self.variant} @{self.resolution}"
 
 
+# the steps a cell goes through, in order, as ``on_phase`` hears them: local cells export, build and measure;
+# hosted cells export, build (the compile job), submit their jobs and, once the jobs end, collect
+PHASES = ("export", "build", "measure", "submit", "collect")
+PhaseCallback = Callable[[Cell, str], None]
+
+
 @dataclass
 class CellOutcome:
     cell: Cell
@@ -61,9 +68,11 @@ class Sweep:
     """Cells on one device: the profile's exporter and runner, built from its settings; nothing backend-specific."""
 
     def __init__(self, profile: DeviceProfile, store: ResultStore, protocol: Protocol, artifacts_dir: Path,
-                 *, force: bool = False, weights: dict[str, str] | None = None) -> None:
+                 *, force: bool = False, weights: dict[str, str] | None = None,
+                 on_phase: PhaseCallback | None = None) -> None:
         self.profile, self.store, self.protocol = profile, store, protocol
         self.artifacts_dir, self.force, self.weights = artifacts_dir, force, weights or {}
+        self.on_phase = on_phase
         self.runner = backends.runner_for(profile)
         self.exporter = backends.create_exporter(profile.target)
         self.export_options = backends.export_options(profile)
@@ -86,6 +95,8 @@ class Sweep:
 
     def run(self, cells: list[Cell], progress: Callable[[CellOutcome], None] | None = None) -> list[CellOutcome]:
         self.check_runner()
+        if self.hosted:
+            return self.run_jobs(cells, report=progress or (lambda outcome: None))
         outcomes = []
         for cell in cells:
             outcome = self.run_cell(cell)
@@ -93,6 +104,11 @@ class Sweep:
             if progress:
                 progress(outcome)
         return outcomes
+
+    def _phase(self, cell: Cell, phase: str) -> None:
+        """Tell ``on_phase`` (if any) that ``cell`` begins ``phase``."""
+        if self.on_phase:
+            self.on_phase(cell, phase)
 
     def _base(self, cell: Cell, status: str, reason: str | None = None, **fields: Any) -> Result:
         return Result(device=self.profile.name, runner=self.profile.runner, model=cell.model, variant=cell.variant,
@@ -116,6 +132,7 @@ class Sweep:
 
     def _export(self, cell: Cell) -> Artifact | CellOutcome:
         """The cell's artifact, or its outcome when there is nothing to measure: unsupported, failed, or stored."""
+        self._phase(cell, "export")
         try:
             artifact = export(self._request(cell), self.exporter, self.artifacts_dir, parity_runner=self.parity_runner)
         except (UnsupportedResolutionError, UnsupportedExportError) as exc:
@@ -134,10 +151,12 @@ class Sweep:
         if isinstance(artifact, CellOutcome):
             return artifact
         environment = snapshot()
+        self._phase(cell, "build")
         try:
             prepared = self.runner.prepare(artifact)
         except (RbenchError, RuntimeError, OSError) as exc:
             return self._store_failure(cell, "failed", f"prepare: {exc}", artifact)
+        self._phase(cell, "measure")
         try:
             measured = self.runner.measure(prepared, self.protocol)
         except (CellError, RbenchError) as exc:
@@ -203,6 +222,7 @@ class Sweep:
                     if not finished(current):
                         still.append(job)
                         continue
+                    self._phase(job.cell, "collect")
                     outcome = self._finish_jobs(job)
                 outcomes.append(outcome)
                 report(outcome)
@@ -222,8 +242,10 @@ class Sweep:
             submission = Submission.from_dict(stored)
             return HostedCell(cell, Prepared(artifact, submission.jobs["compile"][0], None, True,
                                              stored["details"].get("prepare", {})), submission)
+        self._phase(cell, "build")
         try:
             prepared = self.runner.prepare(artifact)
+            self._phase(cell, "submit")
             submission = self.runner.submit(prepared, self.protocol, parity_inputs(self._request(cell)))
         except (RbenchError, RuntimeError, OSError) as exc:
             return self._store_failure(cell, "failed", f"submit: {exc}", artifact)

@@ -21,12 +21,13 @@ def deploy(model: nn.Module, *, check_size: tuple[int, int] | None = None, atol:
 
     ``check_size`` is the (H, W) of the equivalence check; by default the smallest size the model accepts.
     Raises :class:`DeployMismatchError` if the max abs difference to the train-time form reaches ``atol``.
-    The result carries ``deploy_check = {"max_abs_error", "size", "atol"}``.
+    The result carries ``deploy_check = {"max_abs_error", "size", "atol", "reparameterized", "batchnorm_folded",
+    "leftovers"}``: what was transformed, how, and what survived (a BatchNorm no pass could fold).
     """
     reference = model.eval()
     deployed = copy.deepcopy(reference)
-    reparameterize_model(deployed)
-    fuse_batchnorm(deployed)
+    reparameterized = reparameterize_model(deployed)
+    folded = fuse_batchnorm(deployed)
     deployed.eval()
 
     if check_size is None:
@@ -39,7 +40,9 @@ def deploy(model: nn.Module, *, check_size: tuple[int, int] | None = None, atol:
     error = float((expected - actual).abs().max())
     if not error < atol:
         raise DeployMismatchError(f"deploy form differs from the train-time form by {error:.3g} (atol {atol:g})")
-    deployed.deploy_check = {"max_abs_error": error, "size": list(check_size), "atol": atol}
+    deployed.deploy_check = {"max_abs_error": error, "size": list(check_size), "atol": atol,
+                             "reparameterized": reparameterized, "batchnorm_folded": folded,
+                             "leftovers": deploy_leftovers(deployed)}
     return deployed
 
 

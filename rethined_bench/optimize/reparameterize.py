@@ -1,7 +1,9 @@
 """Structural re-parameterisation: multi-branch train-time blocks collapse into one conv (MobileOne, RepVGG).
 
-A block opts in by implementing ``reparameterize()`` (switch itself to the inference form, in place) and exposing
-``is_reparameterized``; :func:`reparameterize_model` walks the model and calls it on every such block.
+rbench's blocks implement ``reparameterize()`` (switch to the inference form, in place) and expose
+``is_reparameterized``. Other code's blocks are recognised by the methods the field uses for the same switch
+(``reparameterize()`` in timm and Apple's MobileOne, ``switch_to_deploy()`` in RepVGG and its descendants), each
+called once; those implementations return early when already switched.
 """
 
 from __future__ import annotations
@@ -19,12 +21,25 @@ class Reparameterizable(Protocol):
     def reparameterize(self) -> None: ...
 
 
-def reparameterize_model(model: nn.Module) -> nn.Module:
-    """Call ``reparameterize()`` on every re-parameterisable block of ``model`` (in place); returns ``model``."""
-    for module in list(model.modules()):
-        if isinstance(module, Reparameterizable) and not module.is_reparameterized:
-            module.reparameterize()
-    return model
+SWITCH_METHODS = ("reparameterize", "switch_to_deploy")
+
+
+def _switch(module: nn.Module) -> str | None:
+    """The name of ``module``'s method that switches it to its inference form, if it has one."""
+    return next((name for name in SWITCH_METHODS if callable(getattr(module, name, None))), None)
+
+
+def reparameterize_model(model: nn.Module) -> int:
+    """Switch every re-parameterisable block of ``model`` (in place), outermost first, each once; returns how many
+    were switched. The model is walked again after each switch: a block's switch may replace its children."""
+    switched: set[int] = set()
+    while True:
+        pending = next((m for m in model.modules() if id(m) not in switched and _switch(m)
+                        and not getattr(m, "is_reparameterized", False)), None)
+        if pending is None:
+            return len(switched)
+        switched.add(id(pending))
+        getattr(pending, _switch(pending))()
 
 
 def pad_kernel_to(kernel: torch.Tensor, size: int) -> torch.Tensor:
