@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from rethined_bench.settings import NoSettings
 
 GRAPH_KEYS = ("format", "node_count", "ops", "weight_bytes")
 PARITY_INPUTS = "rethined_bench.inputs.make_inputs(seed)"
+_FILE_NAME_UNSAFE = re.compile(r"[^\w.=,+-]")  # a user model's import path has ':' (and options '=' and ',')
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class ExportRequest:
         spec = get_model_spec(self.model)
         variant = self.resolved_variant()
         model = self.model if variant == spec.default_variant else f"{self.model}-{variant}"
-        return f"{model}_{self.target}-{self.precision}_{self.height}x{self.width}"
+        return _FILE_NAME_UNSAFE.sub("_", f"{model}_{self.target}-{self.precision}_{self.height}x{self.width}")
 
     def identity(self, exporter_module: str) -> dict[str, Any]:
         """What determines the artifact's content; a stored artifact is reused only if all of it matches. The code
@@ -139,7 +141,7 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     model = create_model(request.model, request.variant, seed=request.seed, weights=request.weights)
     params_train = sum(p.numel() for p in model.parameters())
-    deployed = deploy(model)
+    deployed = _deploy(model, request)
     image, mask = make_inputs(request.height, request.width, seed=request.seed)
 
     _remove(path)
@@ -189,6 +191,20 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
     return artifact
 
 
+def _deploy(model: nn.Module, request: ExportRequest) -> nn.Module:
+    """The checked deploy form. rbench's models are checked at their smallest size; a user model, which declares
+    none on the module, at the requested size, where it must work: its failing there is one line, not a trace."""
+    if hasattr(model, "constraint"):
+        return deploy(model)
+    try:
+        return deploy(model, check_size=(request.height, request.width))
+    except RbenchError:
+        raise
+    except Exception as exc:  # the user's forward, at a size it cannot take
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RbenchError(f"model {request.model} fails at {request.height}x{request.width}: {first}") from exc
+
+
 def _parity_case(deployed: nn.Module, image: torch.Tensor, mask: torch.Tensor
                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     with torch.inference_mode():
@@ -207,7 +223,7 @@ def parity_reference(request: ExportRequest) -> np.ndarray:
     where the device returns them later (a hosted job), as export's parity does here."""
     model = create_model(request.model, request.variant, seed=request.seed, weights=request.weights)
     image, mask = make_inputs(request.height, request.width, seed=request.seed)
-    return _parity_case(deploy(model), image, mask)[1]
+    return _parity_case(_deploy(model, request), image, mask)[1]
 
 
 def _graph(exporter: Exporter, path: Path) -> dict[str, Any]:

@@ -29,6 +29,8 @@ err_console = Console(stderr=True)
 ProfilesOption = Annotated[Optional[Path], typer.Option("--profiles", help="Extra device profiles directory "
                                                         "(or RBENCH_PROFILES).")]
 DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).")]
+OptionOption = Annotated[Optional[list[str]], typer.Option("--option", help="key=value keyword option of a user "
+                                                           "model (module:callable); repeatable.")]
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) on stdout instead of a table.")]
@@ -108,6 +110,7 @@ def export(
     model: Annotated[list[str], typer.Option("--model", help="Model name (repeatable).")] = ["rethined"],
     res: Annotated[list[int], typer.Option("--res", help="Square resolution (repeatable).")] = [1024],
     variant: Annotated[Optional[str], typer.Option(help="Model variant (default: the model's first).")] = None,
+    option: OptionOption = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 or fp16 (default: the device's, else the target's: "
                                                           "fp32 for onnx, fp16 for coreml).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Take target settings from this device profile.")] = None,
@@ -117,8 +120,14 @@ def export(
     parity: Annotated[bool, typer.Option(help="Check the artifact against PyTorch fp32 where it can run here.")] = True,
     profiles: ProfilesOption = None,
 ) -> None:
-    """Export deploy-ready artifacts (one per model × resolution) with a manifest each."""
+    """Export deploy-ready artifacts (one per model × resolution) with a manifest each.
+
+    --model also takes your own model as module:callable (returning an nn.Module with forward(image, mask)), with
+    keyword options from --option key=value.
+    """
     from exporters import ExportRequest, export as export_artifact
+
+    from .models.user import option_variant, parse_options
 
     from .backends import create_exporter, export_options, local_runner
     from .devices import get_profile
@@ -133,8 +142,9 @@ def export(
     exporter = create_exporter(target)
     parity_runner = local_runner(target) if parity else None
     for name in model:
+        chosen = option_variant(name, parse_options(option)) if option else variant
         for size in res:
-            request = ExportRequest(name, size, size, target, variant=variant,
+            request = ExportRequest(name, size, size, target, variant=chosen,
                                     precision=precision or exporter.precisions[0],
                                     weights=str(weights) if weights else None, options=options, device=device)
             artifact = export_artifact(request, exporter, out, parity_runner=parity_runner,
@@ -151,6 +161,7 @@ def run(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model (repeatable; default all).")] = None,
     res: Annotated[Optional[list[int]], typer.Option("--res", help="Resolution (repeatable).")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant (default: all).")] = None,
+    option: OptionOption = None,
     db: DbOption = Path("results/rbench.sqlite"),
     artifacts: Annotated[Path, typer.Option(help="Artifacts directory.")] = Path("artifacts"),
     force: Annotated[bool, typer.Option(help="Measure cells already stored for the same artifact.")] = False,
@@ -174,6 +185,7 @@ def run(
     from .listings import fit
     from .measure.protocol import Protocol
     from .models import BENCH_RESOLUTIONS, get_model_spec, list_models
+    from .models.user import option_variant, parse_options
     from .store import ResultStore
     from .sweep import Cell, Sweep
 
@@ -186,7 +198,8 @@ def run(
     cells = []
     for name in model or list_models():
         spec = get_model_spec(name)
-        for var in variant or list(spec.benchmark_variants):
+        chosen = [option_variant(name, parse_options(option))] if option else variant
+        for var in chosen or list(spec.benchmark_variants):
             spec.variant_options(var)
             cells += [Cell(name, var, size) for size in res or BENCH_RESOLUTIONS]
     sweep = Sweep(profile, ResultStore(db), protocol, artifacts, force=force)

@@ -61,7 +61,8 @@ def model_info(name: str, *, detail: bool = False) -> dict[str, Any]:
     variants = [{"name": variant, "options": options, "benchmarked": variant in spec.benchmark_variants}
                 for variant, options in spec.variants.items()]
     info: dict[str, Any] = {
-        "name": name, "summary": spec.summary, "default_variant": spec.default_variant, "variants": variants,
+        "name": name, "summary": spec.summary, "source": spec.source, "default_variant": spec.default_variant,
+        "variants": variants,
         "params": _params(name), "paper_params_millions": spec.paper_claims.get("table3", {}).get("params"),
         "resolutions": {"multiple_of": rule.multiple_of, "minimum": rule.minimum, "square": rule.square,
                         "why": rule.why, "benchmarked": list(BENCH_RESOLUTIONS)},
@@ -202,10 +203,16 @@ def models_table(rows: list[dict[str, Any]], width: int) -> Table:
     """One line per model: name, variants, parameters (ours and the paper's), accepted resolutions."""
     params = [f"{row['params']:,}" for row in rows]
     digits = max(map(len, params), default=0)
-    lines = [[row["name"], ", ".join(v["name"] for v in row["variants"]), count.rjust(digits),
-              f"{row['paper_params_millions']}M" if row["paper_params_millions"] else "",
+    lines = [[row["name"], ", ".join(v["name"] for v in row["variants"]), count.rjust(digits), _origin(row),
               resolution_rule(row["resolutions"])] for row, count in zip(rows, params)]
-    return one_line_table(["model", "variants", "params", "paper", "resolutions"], lines, width)
+    return one_line_table(["model", "variants", "params", "origin", "resolutions"], lines, width)
+
+
+def _origin(row: dict[str, Any]) -> str:
+    """Where a model comes from, in a word: the paper's parameter count for rbench's own, else its source."""
+    if row["source"] != "built-in":
+        return row["source"].split(" ")[0] + (" point" if row["source"].startswith("entry") else " path")
+    return f"paper {row['paper_params_millions']}M" if row["paper_params_millions"] else "built-in"
 
 
 def devices_table(rows: list[dict[str, Any]], width: int) -> Table:
@@ -324,6 +331,7 @@ def model_detail(info: dict[str, Any]) -> list[RenderableType]:
     rule = info["resolutions"]
     about = _grid()
     about.add_row("summary", Text(info["summary"]))
+    about.add_row("source", Text(info["source"]))
     about.add_row("resolutions", Text(f"{resolution_rule(rule)}" + (f" ({rule['why']})" if rule["why"] else "")))
     about.add_row("benchmarked", ", ".join(map(str, rule["benchmarked"])) + " (what rbench run measures)")
     about.add_row("default", f"variant {info['default_variant']}")

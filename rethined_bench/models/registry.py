@@ -61,6 +61,7 @@ class ModelSpec:
     paper_key: str | None = None
     sweep_variants: tuple[str, ...] | None = None
     limits: Limits | None = None
+    source: str = "built-in"  # or the user's import path / entry point (models/user.py)
 
     def unsupported(self, variant: str, target: str, device: str | None = None) -> str | None:
         """Why this model cannot go to ``target`` (on ``device``), as the model itself declares; ``None`` if it can.
@@ -130,16 +131,34 @@ def _ensure_builtin_models() -> None:
     from . import _builtin  # noqa: F401  (imports register the built-in models)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
+@cache
+def _entry_point_models() -> dict[str, ModelSpec]:
+    from .user import entry_point_specs
+
+    return entry_point_specs()
+
+
+def _known() -> dict[str, ModelSpec]:
+    """Built-in models, then those other packages register through the ``rbench.models`` entry points."""
     _ensure_builtin_models()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return _entry_point_models() | _REGISTRY
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names (built-in and entry points) matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _known() if fnmatch.fnmatch(n, pattern))
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _ensure_builtin_models()
-    if name not in _REGISTRY:
-        raise UnknownNameError("model", name, list(_REGISTRY))
+    """A registered model, or a user's ``module:callable`` (imported on first use)."""
+    known = _known()
+    if name in known:
+        return known[name]
+    from .user import is_import_path, load_callable, user_spec
+
+    if not is_import_path(name):
+        raise UnknownNameError("model", name, list(known))
+    _REGISTRY[name] = user_spec(name, load_callable(name), f"import path {name}")
     return _REGISTRY[name]
 
 
