@@ -156,10 +156,14 @@ class OnnxExporter(Exporter):
                                   else "torch.onnx TorchScript", "simplifier": "onnxsim"}
         if request.precision == "fp16" and self.halves_graph:
             fields["fp16"] = convert_to_fp16(path)
-        return {"onnx": fields | graph_statistics(path)} | self.build_fields(request, example)
+        specs = [{"name": name, "shape": list(tensor.shape), "dtype": "float32"}
+                 for name, tensor in zip(INPUT_NAMES, example)]
+        return {"onnx": fields | graph_statistics(path)} | self.build_fields(request.options, request.precision, specs)
 
-    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        """Manifest fields for the device build of a target that builds from this ONNX (none for ONNX Runtime)."""
+    def build_fields(self, options: dict[str, Any], precision: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Manifest fields for the device build of a target that builds from this ONNX (none for ONNX Runtime), from
+        the target's settings, the precision and the ONNX's inputs (name, shape, dtype): also for files rbench did
+        not export (:mod:`rethined_bench.plain`)."""
         return {}
 
     def graph(self, path: Path) -> dict[str, Any]:

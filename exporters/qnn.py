@@ -16,13 +16,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from rethined_bench.errors import RbenchError
-from rethined_bench.models import INPUT_NAMES
 from rethined_bench.settings import setting
 
-from .base import ExportRequest
 from .onnx import OnnxExporter
 
 TARGET_RUNTIMES = ("qnn_dlc", "qnn_context_binary")
@@ -65,9 +61,8 @@ class QnnExporter(OnnxExporter):
     settings_class = QnnSettings
     halves_graph = False
 
-    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        specs = {name: [list(tensor.shape), "float32"] for name, tensor in zip(INPUT_NAMES, example)}
-        return {"qnn": {"compile_options": compile_options(request.options, request.precision),
-                        "compute_unit": request.options["compute_unit"], "input_specs": specs,
-                        "qairt": request.options["qairt"],
+    def build_fields(self, options: dict[str, Any], precision: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        specs = {spec["name"]: [spec["shape"], spec["dtype"]] for spec in inputs}
+        return {"qnn": {"compile_options": compile_options(options, precision),
+                        "compute_unit": options["compute_unit"], "input_specs": specs, "qairt": options["qairt"],
                         "compiled": "by the AI Hub compile job in the runner's prepare, never here"}}

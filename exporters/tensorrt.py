@@ -15,12 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from rethined_bench.errors import RbenchError
 from rethined_bench.settings import setting
 
-from .base import ExportRequest
 from .onnx import DEFAULT_OPSET, OnnxExporter
 
 # TensorRT major.minor → the newest ONNX opset its parser reads (onnx-tensorrt's operator support matrix)
@@ -55,7 +52,7 @@ class TensorRTExporter(OnnxExporter):
     settings_class = TensorRTSettings
     halves_graph = False
 
-    def build_fields(self, request: ExportRequest, example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        return {"tensorrt": {"build_with": request.options["tensorrt"], "precision": request.precision,
-                             "build_flags": BUILD_FLAGS[request.precision],
+    def build_fields(self, options: dict[str, Any], precision: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"tensorrt": {"build_with": options["tensorrt"], "precision": precision,
+                             "build_flags": BUILD_FLAGS[precision],
                              "engine": "built on the device by the runner's prepare, never here"}}

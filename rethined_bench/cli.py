@@ -162,6 +162,8 @@ def run(
     res: Annotated[Optional[list[int]], typer.Option("--res", help="Resolution (repeatable).")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant (default: all).")] = None,
     option: OptionOption = None,
+    artifact: Annotated[Optional[list[Path]], typer.Option("--artifact", help="Measure this ONNX file as it is, "
+                                                           "not an rbench export (repeatable).")] = None,
     db: DbOption = Path("results/rbench.sqlite"),
     artifacts: Annotated[Path, typer.Option(help="Artifacts directory.")] = Path("artifacts"),
     force: Annotated[bool, typer.Option(help="Measure cells already stored for the same artifact.")] = False,
@@ -179,7 +181,8 @@ def run(
     Exits 1 when a cell failed (each is stored with its reason and listed); cells a model declares unsupported are
     stored as such and are not failures. On a hosted device (AI Hub) every cell's jobs are submitted first and
     polled together; job ids are stored at once, so an interrupted or --detach'ed run is finished by the next one,
-    which re-attaches to them instead of submitting again.
+    which re-attaches to them instead of submitting again. --artifact measures files rbench did not export (their
+    inputs, shapes and graph read from the file), stored under the file's stem and sha256.
     """
     from .devices import get_profile
     from .listings import fit
@@ -195,8 +198,11 @@ def run(
                             max_time_s=max_time)
     except ValueError as exc:
         raise RbenchError(str(exc)) from exc
+    if artifact and (model or res or variant or option):
+        raise RbenchError("--artifact measures the files given; --model, --res, --variant and --option choose "
+                          "models for rbench to export")
     cells = []
-    for name in model or list_models():
+    for name in [] if artifact else model or list_models():
         spec = get_model_spec(name)
         chosen = [option_variant(name, parse_options(option))] if option else variant
         for var in chosen or list(spec.benchmark_variants):
@@ -206,16 +212,18 @@ def run(
     if detach and not sweep.hosted:
         raise RbenchError(f"--detach is for hosted devices; {profile.name} runs while rbench waits")
     sweep.check_runner()
+    work = [lambda path=path: sweep.run_artifact(path) for path in artifact or []] or [
+        lambda cell=cell: sweep.run_cell(cell) for cell in cells]
     counts = {"ok": 0, "failed": 0, "unsupported": 0, "skipped": 0, "submitted": 0}
     columns = (TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
                BarColumn(bar_width=None),  # the room the other columns leave
                *(kind(table_column=Column(no_wrap=True))
                  for kind in (MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn)))
     # what the description may take on one line: the counts, two clocks, four gaps and a bar of at least 11 cells
-    room = max(console.width - 2 * len(str(len(cells))) - 30, 20)
+    room = max(console.width - 2 * len(str(len(work))) - 30, 20)
     # the ETA averages over the whole sweep (cells take minutes: rich's default 30 s window would hold no sample)
     with Progress(*columns, console=console, transient=False, speed_estimate_period=float("inf")) as bar:
-        task = bar.add_task(profile.name, total=len(cells))
+        task = bar.add_task(profile.name, total=len(work))
         bar.advance(task, 0)  # a first sample at the start, so the first cell's time counts towards the ETA
 
         def describe(text: str) -> None:
@@ -234,27 +242,27 @@ def run(
             jobs = ", ".join(f"{count} {state}" for state, count in states.items() if count)
             describe(f"{profile.name} jobs: {jobs or 'collecting'}")
 
-        if sweep.hosted:
+        if sweep.hosted and cells:
             outcomes = sweep.run_jobs(cells, detach=detach, report=report, states=show_jobs)
             for outcome in outcomes[sum(counts.values()):]:  # detached cells, reported once submitted
                 report(outcome)
         else:
             outcomes = []
-            for cell in cells:
-                outcomes.append(sweep.run_cell(cell))
+            for measure_one in work:
+                outcomes.append(measure_one())
                 report(outcomes[-1])
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     if counts["submitted"]:
         console.print(f"{counts['submitted']} cells submitted to {profile.name}; `rbench run` with the same options "
                       "collects them when their jobs end.")
-    if counts["skipped"] == len(cells):
-        console.print(f"Nothing to measure: all {len(cells)} cells are already stored in {db} for these artifacts "
+    if counts["skipped"] == len(work):
+        console.print(f"Nothing to measure: all {len(work)} cells are already stored in {db} for these artifacts "
                       "and this protocol (use --force to measure again).")
     else:
         console.print(f"{summary}; results in {db}")
     failures = [outcome for outcome in outcomes if outcome.status == "failed"]
     if failures:  # stored with their reasons; the exit status tells scripts and CI (unsupported cells are not failures)
-        err_console.print(f"{len(failures)} of {len(cells)} cells failed:", markup=False, highlight=False)
+        err_console.print(f"{len(failures)} of {len(work)} cells failed:", markup=False, highlight=False)
         for outcome in failures:
             err_console.print(f"  {outcome.cell.label}: {outcome.detail}", markup=False, highlight=False,
                               soft_wrap=True)

@@ -27,9 +27,12 @@ Design (measurement.md §6, "rbench gate design"; DESIGN.md "The regression gate
 
 from __future__ import annotations
 
+import atexit
 import json
 import socket
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Optional
 
@@ -279,7 +282,7 @@ def load_artifacts(path: Path) -> dict[CellKey, Any]:
     manifests = sorted(m for m in path.glob("*.json") if m.with_suffix("").exists()) if path.is_dir() else [path]
     found: dict[CellKey, Any] = {}
     for manifest in manifests:
-        artifact = Artifact.load(manifest)
+        artifact = _adopted(manifest) if _is_plain(manifest) else Artifact.load(manifest)
         key = cell_key(artifact.manifest)
         if key in found:
             raise RbenchError(f"{path} holds two artifacts for {cell_label(key)}: {found[key].path.name} and "
@@ -288,6 +291,29 @@ def load_artifacts(path: Path) -> dict[CellKey, Any]:
     if not found:
         raise RbenchError(f"{path} holds no artifacts with manifests")
     return found
+
+
+def _is_plain(path: Path) -> bool:
+    """A file rbench did not export: an ONNX without a manifest beside it."""
+    from .artifact import manifest_path_for
+
+    return path.is_file() and path.suffix == ".onnx" and not manifest_path_for(path).is_file()
+
+
+@cache
+def _adoption_dir() -> Path:
+    """Where this process adopts plain files for the gate (removed at exit; the gate stores nothing)."""
+    directory = tempfile.TemporaryDirectory(prefix="rbench-check-")
+    atexit.register(directory.cleanup)
+    return Path(directory.name)
+
+
+def _adopted(path: Path) -> Any:
+    """A plain ONNX file as an artifact (:func:`rethined_bench.plain.adopt`): timed on ONNX Runtime here, and
+    compared exactly on what the file shows (op counts, weight bytes, size, parameters)."""
+    from .plain import adopt
+
+    return adopt(path, _adoption_dir())
 
 
 def match_artifacts(baseline: Path, candidate: Path) -> tuple[list[Pair], list[Any]]:

@@ -7,7 +7,9 @@ large and thin holes exercises every masking path (hole patches, boundary patche
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -56,3 +58,25 @@ def _mask(height: int, width: int, gen: torch.Generator, hole_fraction: float) -
         disk = ((yy[y0:y1] - y) ** 2 + (xx[:, x0:x1] - x) ** 2) <= radius**2
         mask[y0:y1, x0:x1] = torch.maximum(mask[y0:y1, x0:x1], disk.float())
     return mask
+
+
+def inputs_for(manifest: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """The inputs an artifact is run with, by its manifest: rbench's own exports get :func:`make_inputs`; a file
+    rbench did not export (``plain``) gets, per input, a binary hole mask when its name says mask and seeded values
+    in [0, 1] otherwise, in the input's shape and dtype (integer inputs: zeros)."""
+    if "plain" not in manifest:
+        image, mask = make_inputs(*manifest["resolution"], seed=seed)
+        return {"image": image.numpy(), "mask": mask.numpy()}
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    inputs = {}
+    for spec in manifest["inputs"]:
+        shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+        if "mask" in spec["name"].lower() and len(shape) >= 2:
+            values = np.broadcast_to(_mask(shape[-2], shape[-1], gen, 0.2).numpy(), shape)
+        elif np.issubdtype(dtype, np.floating):
+            values = rng.random(shape)
+        else:
+            values = np.zeros(shape)
+        inputs[spec["name"]] = np.ascontiguousarray(values, dtype=dtype)
+    return inputs

@@ -24,6 +24,7 @@ from .measure.environment import load_average, snapshot
 from .measure.protocol import Protocol
 from .measure.roofline import device_ceilings, roofline_floor_ms
 from .measure.record import Measurement
+from .plain import PLAIN_VARIANT, adopt
 from .runners.base import Prepared
 from .runners.jobs import JOB_STATES, JobFailed, JobRunner, Submission, finished
 from .runners.local import CellError
@@ -35,16 +36,21 @@ class Cell:
     model: str
     variant: str
     resolution: int
+    width: int | None = None  # a file rbench did not export may be non-square; None: square
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.variant} @{self.resolution}"
+        size = self.resolution if self.width in (None, self.resolution) else f"{self.resolution}x{self.width}"
+        return f"{self.model}/{self.variant} @{size}"
 
 
 # the steps a cell goes through, in order, as ``on_phase`` hears them: local cells export, build and measure;
 # hosted cells export, build (the compile job), submit their jobs and, once the jobs end, collect
 PHASES = ("export", "build", "measure", "submit", "collect")
 PhaseCallback = Callable[[Cell, str], None]
+
+
+PLAIN_DIR = "files"  # where files rbench did not export are adopted, under the artifacts directory
 
 
 @dataclass
@@ -112,7 +118,7 @@ class Sweep:
 
     def _base(self, cell: Cell, status: str, reason: str | None = None, **fields: Any) -> Result:
         return Result(device=self.profile.name, runner=self.profile.runner, model=cell.model, variant=cell.variant,
-                      height=cell.resolution, width=cell.resolution, target=self.profile.target,
+                      height=cell.resolution, width=cell.width or cell.resolution, target=self.profile.target,
                       precision=self.profile.precision, status=status, reason=reason,
                       protocol_key=self.protocol.key, protocol=self.protocol.to_dict(), **fields)
 
@@ -150,6 +156,26 @@ class Sweep:
         artifact = self._export(cell)
         if isinstance(artifact, CellOutcome):
             return artifact
+        return self._measure(cell, artifact)
+
+    def run_artifact(self, path: Path) -> CellOutcome:
+        """A file rbench did not export (``rbench run --artifact``), adopted for the device's target
+        (:func:`rethined_bench.plain.adopt`) and measured like any cell, stored under the file's stem."""
+        try:
+            artifact = adopt(path, self.artifacts_dir / PLAIN_DIR, target=self.profile.target,
+                             precision=self.profile.precision, options=self.export_options)
+        except RbenchError as exc:
+            raise RbenchError(f"{exc} (device {self.profile.name} runs {self.profile.target} artifacts)") from exc
+        height, width = artifact.resolution
+        cell = Cell(artifact.manifest["model"], PLAIN_VARIANT, height, width)
+        self._phase(cell, "export")
+        if not self.force and self.store.has_completed(self._base(cell, "ok").cell, artifact.sha256,
+                                                       self.protocol.key):
+            return CellOutcome(cell, "skipped", "already stored for this artifact and protocol")
+        return self._measure(cell, artifact)
+
+    def _measure(self, cell: Cell, artifact: Artifact) -> CellOutcome:
+        """Build on the device (or reuse), measure and store an artifact's cell."""
         environment = snapshot()
         self._phase(cell, "build")
         try:
@@ -168,8 +194,8 @@ class Sweep:
                            environment: dict[str, Any]) -> CellOutcome:
         environment["load_average_after"] = load_average()
         work = artifact.manifest.get("work") or {}
-        roofline = roofline_floor_ms(work.get("gflops", 0.0), work.get("bytes", 0), self.ceilings,
-                                     self.profile.precision) | {"ceilings": self.ceilings}
+        roofline = roofline_floor_ms(work["gflops"], work["bytes"], self.ceilings, self.profile.precision) | {
+            "ceilings": self.ceilings} if work else None  # a file rbench did not export has no work counts
         latency = measured.latency.to_dict() | {"capped": measured.capped}
         result = self._base(
             cell, "ok", None, artifact=artifact.path.name, artifact_sha256=artifact.sha256,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..inputs import make_inputs
+from ..inputs import inputs_for
 from . import memory
 from .record import ProcessRecord
 
@@ -72,9 +72,7 @@ def measure_process(runner: "LocalRunner", prepared: "Prepared", protocol: Proto
     Memory is the peak RSS during inference above the loaded model's RSS: the inference's own working set
     (:mod:`.memory` says how each OS measures it).
     """
-    height, width = prepared.artifact.resolution
-    image, mask = make_inputs(height, width, seed=protocol.seed)
-    inputs = {"image": image.numpy(), "mask": mask.numpy()}
+    inputs = inputs_for(prepared.artifact.manifest, seed=protocol.seed)
     gc.collect()
     begin = time.perf_counter()
     loaded = runner.load(prepared)
