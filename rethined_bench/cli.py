@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -44,22 +45,13 @@ def models(
     json_output: JsonOption = False,
 ) -> None:
     """List registered models with their variants, parameter counts and accepted resolutions (or one in full)."""
-    from .listings import model_detail, model_info, models_table, print_all, print_json
+    from .listings import model_detail, model_info, models_table
     from .models import list_models
 
     if name:
-        info = model_info(name, detail=True)
-        if json_output:
-            print_json(info)
-        else:
-            print_all(console, model_detail(info))
-        return
-    rows = [model_info(model) for model in list_models()]
-    if json_output:
-        print_json(rows)
-        return
-    console.print(models_table(rows, console.width))
-    console.print("[dim]rbench models NAME: one model in full[/]")
+        return _show(model_info(name, detail=True), json_output, model_detail)
+    _show([model_info(model) for model in list_models()], json_output,
+          lambda rows: [models_table(rows, console.width)], "rbench models NAME: one model in full")
 
 
 @app.command()
@@ -72,21 +64,25 @@ def devices(
     """List device profiles: runner, target, precision, and whether rbench can reach the device from here (or one
     device in full)."""
     from .devices import get_profile, load_profiles
-    from .listings import device_detail, device_info, devices_table, print_all, print_json
+    from .listings import device_detail, device_info, devices_table
 
     if name:
-        info = device_info(get_profile(name, profiles), detail=True)
-        if json_output:
-            print_json(info)
-        else:
-            print_all(console, device_detail(info))
-        return
-    rows = [device_info(profile) for profile in load_profiles(profiles).values()]
+        return _show(device_info(get_profile(name, profiles), detail=True), json_output, device_detail)
+    _show([device_info(profile) for profile in load_profiles(profiles).values()], json_output,
+          lambda rows: [devices_table(rows, console.width)],
+          "rbench devices NAME: one device in full; rbench doctor: what to do")
+
+
+def _show(data: Any, json_output: bool, render: Callable[[Any], list[Any]], hint: str | None = None) -> None:
+    """A listing or detail view: its data as JSON on stdout, or rendered for the terminal (with a dim hint)."""
+    from .listings import print_all, print_json
+
     if json_output:
-        print_json(rows)
+        print_json(data)
         return
-    console.print(devices_table(rows, console.width))
-    console.print("[dim]rbench devices NAME: one device in full; rbench doctor: what to do[/]")
+    print_all(console, render(data))
+    if hint:
+        console.print(f"[dim]{hint}[/]")
 
 
 @app.command()
@@ -94,13 +90,9 @@ def doctor(json_output: JsonOption = False, profiles: ProfilesOption = None) -> 
     """Check each runner's requirements on this machine, for each device it serves, and say what to do: one line
     per runner and device, then each reason in full with its fix."""
     from .devices import load_profiles
-    from .listings import doctor_report, doctor_rows, print_all, print_json
+    from .listings import doctor_report, doctor_rows
 
-    rows = doctor_rows(load_profiles(profiles).values())
-    if json_output:
-        print_json(rows)
-    else:
-        print_all(console, doctor_report(rows, console.width))
+    _show(doctor_rows(load_profiles(profiles).values()), json_output, lambda rows: doctor_report(rows, console.width))
 
 
 @app.command()
