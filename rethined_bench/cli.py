@@ -1,4 +1,4 @@
-"""``rbench``: models, devices, doctor, export, run, report.
+"""``rbench``: models, devices, doctor, export, run, report, ingest, merge, check.
 
 User errors (unknown names, unsupported sizes, missing dependencies, unreachable devices, corrupt artifacts) print
 one line and exit with code 2.
