@@ -68,8 +68,9 @@ def test_models_listing_keeps_each_model_on_one_line(models_json):
     lines = assert_fits(rbench("models").stdout)
     assert {m["name"] for m in models_json} == {"rethined", "migan", "coordfill"}
     for model in models_json:
-        assert set(model) == {"name", "summary", "default_variant", "variants", "params", "paper_params_millions",
-                              "resolutions"}
+        assert set(model) == {"name", "summary", "source", "default_variant", "variants", "params",
+                              "paper_params_millions", "resolutions"}
+        assert model["source"] == "built-in"
         row = row_of(lines, model["name"])
         assert f"{model['params']:,}" in row and f"{model['paper_params_millions']}M" in row
         assert all(variant["name"] in row for variant in model["variants"])
