@@ -73,9 +73,10 @@ def simplify_in_place(path: Path) -> None:
         onnx.save(simplified, str(path))
 
 
-def graph_statistics(path: Path) -> dict[str, Any]:
-    """Node count by op type, opset, and initializer bytes by dtype: deterministic facts of an ONNX file."""
-    model = onnx.load(str(path), load_external_data=False)
+def graph_statistics(source: Path | onnx.ModelProto) -> dict[str, Any]:
+    """Node count by op type, opset, and initializer bytes by dtype: deterministic facts of an ONNX file (or of a
+    model already loaded)."""
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
     ops = collections.Counter(node.op_type for node in model.graph.node)
     weight_bytes: collections.Counter[str] = collections.Counter()
     for tensor in model.graph.initializer:
@@ -93,7 +94,11 @@ def graph_statistics(path: Path) -> dict[str, Any]:
 
 def onnx_graph(path: Path) -> dict[str, Any]:
     """The target-neutral ``graph`` summary of an ONNX file (``exporters.base.GRAPH_KEYS``)."""
-    statistics = graph_statistics(path)
+    return graph_summary(graph_statistics(path))
+
+
+def graph_summary(statistics: dict[str, Any]) -> dict[str, Any]:
+    """The ``graph`` summary from :func:`graph_statistics`."""
     return {"format": "onnx", "node_count": statistics["node_count"], "ops": statistics["ops"],
             "weight_bytes": statistics["weight_bytes"]}
 

@@ -35,6 +35,7 @@ from .measure.stats import summarize
 from .models import get_model_spec
 from .models.registry import ModelSpec
 from .runners.aihub_perf_yaml import PerfYaml, PublishedPerf, parse_perf_yaml
+from .runners.aihub_profile import Placement, UnitShare, describe_placement
 from .runners.trtexec_log import PerformanceSummary, Stat, TrtexecLog, TrtexecLogError, parse_export_times, parse_log
 from .store import Result, ResultStore
 
@@ -375,9 +376,9 @@ def _published_placement(entry: PublishedPerf) -> dict[str, Any]:
         return {}
     counts = {"NPU": layers.npu or 0, "GPU": layers.gpu or 0, "CPU": layers.cpu or 0}
     counts["UNSPECIFIED"] = max(layers.total - sum(counts.values()), 0)
-    units = {unit: {"layers": n, "time_ms": None} for unit, n in counts.items()}
-    return {"placement": {"units": units, "layer_count": layers.total, "primary_unit": entry.primary_compute_unit},
-            "placement_text": f"{counts['NPU']}/{layers.total} layers on NPU"}
+    placement = Placement({unit: UnitShare(n, 0.0) for unit, n in counts.items()}, layers.total,
+                          entry.primary_compute_unit)  # published counts carry no per-layer times
+    return {"placement": placement.to_dict(), "placement_text": describe_placement(placement)}
 
 
 def ingest(path: Path, store: ResultStore, profiles_dir: Path | None = None,

@@ -211,7 +211,7 @@ def models_table(rows: list[dict[str, Any]], width: int) -> Table:
 def _origin(row: dict[str, Any]) -> str:
     """Where a model comes from, in a word: the paper's parameter count for rbench's own, else its source."""
     if row["source"] != "built-in":
-        return row["source"].split(" ")[0] + (" point" if row["source"].startswith("entry") else " path")
+        return "entry point" if row["source"].startswith("entry point") else "import path"
     return f"paper {row['paper_params_millions']}M" if row["paper_params_millions"] else "built-in"
 
 

@@ -61,7 +61,7 @@ def adopt(path: Path, out_dir: Path, *, target: str = "onnx", precision: str | N
     """``path`` (an ``.onnx`` file) as an rbench artifact for ``target``: at ``precision`` where the target's build
     chooses it (TensorRT, QNN), at the file's own where the graph carries it (ONNX Runtime); reused when already
     adopted for the same target and precision."""
-    from exporters.onnx import graph_statistics, onnx_graph
+    from exporters.onnx import graph_statistics, graph_summary
 
     from .backends import create_exporter
 
@@ -84,7 +84,7 @@ def adopt(path: Path, out_dir: Path, *, target: str = "onnx", precision: str | N
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = _specs(model.graph.input, initializers, path.name)
     outputs = _specs(model.graph.output, set(), path.name)
-    statistics = graph_statistics(path)
+    statistics = graph_statistics(model)
     weights = statistics["weight_bytes"]
     exporter = create_exporter(target)
     own = "fp16" if weights.get("float16", 0) > weights.get("float32", 0) else "fp32"
@@ -96,7 +96,7 @@ def adopt(path: Path, out_dir: Path, *, target: str = "onnx", precision: str | N
         "model": path.stem, "variant": PLAIN_VARIANT, "target": target, "precision": precision,
         "resolution": _resolution(inputs, path.name), "inputs": inputs, "outputs": outputs,
         "params": {"deploy": sum(int(np.prod(tensor.dims)) for tensor in model.graph.initializer)},
-        "sha256": sha, "size_bytes": size_of(path), "graph": onnx_graph(path), "onnx": statistics,
+        "sha256": sha, "size_bytes": size_of(path), "graph": graph_summary(statistics), "onnx": statistics,
         "parity": {"status": "not run", "reason": "a file rbench did not export: there is no PyTorch reference"},
         "plain": {"source": str(path.resolve()), "inputs": "seeded: masks binary, other float inputs in [0, 1]"},
         "tool_versions": tool_versions(),

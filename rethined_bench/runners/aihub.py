@@ -212,8 +212,7 @@ class AihubRunner(JobRunner):
         target = self._job(prepared.handle).get_target_model()
         dataset = None
         if inputs is not None:
-            entries = {name: [np.ascontiguousarray(array, dtype=np.float32)] for name, array in inputs.items()}
-            dataset = self.call(self.client.upload_dataset, entries, name=prepared.artifact.path.stem)
+            dataset = self.call(self.client.upload_dataset, _entries(inputs), name=prepared.artifact.path.stem)
         options = self.profile_options(prepared.artifact, protocol)
         submitted_at = time.time()
         jobs = [self.call(self.client.submit_inference_job, target, device=self.hub_device, inputs=dataset,
@@ -239,20 +238,25 @@ class AihubRunner(JobRunner):
             status = self.call(job.get_status)
             if status.failure:
                 raise JobFailed(f"AI Hub profile job {job_id} failed: {status.message}")
-            profiles.append(parse_profile(self.call(job.download_profile)))
-            versions.append(self._detail_versions(job_id))
+            profile, version = self._profile(job_id)
+            profiles.append(profile)
+            versions.append(version)
         outputs = None
         if submission.details.get("dataset"):
             outputs = self._outputs(self._job(submission.jobs["profile"][0]), prepared.artifact)
         return Collected(self._measurement(profiles, versions, submission), outputs)
 
-    def _detail_versions(self, job_id: str) -> dict[str, Any]:
-        """The profile detail's version and tool versions (QAIRT): in the protobuf, not in the client's dict."""
+    def _profile(self, job_id: str) -> tuple[HubProfile, dict[str, Any]]:
+        """A finished job's profile and its detail's version and tool versions (QAIRT), from one results request:
+        the versions are in the protobuf only, so it is converted with the client's own function (the one its
+        ``download_profile`` uses), not fetched twice."""
         from qai_hub import public_rest_api
+        from qai_hub.client import _profile_pb_to_python_dict
 
         detail = self.call(public_rest_api.get_job_results, self.client.config, job_id).inference_job_result.detail
-        return {"detail_version": f"{detail.major_version}.{detail.minor_version}",
-                "tool_versions": {tool.name: tool.version for tool in detail.tool_versions}}
+        return parse_profile(_profile_pb_to_python_dict(detail)), {
+            "detail_version": f"{detail.major_version}.{detail.minor_version}",
+            "tool_versions": {tool.name: tool.version for tool in detail.tool_versions}}
 
     def _outputs(self, job: Any, artifact: Artifact) -> list[np.ndarray]:
         """The job's outputs for the uploaded inputs, in manifest order (the compiled model keeps the names)."""
@@ -294,9 +298,8 @@ class AihubRunner(JobRunner):
 
     def infer(self, prepared: Prepared, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One inference job (no profiling) on the device with ``inputs``, waited for up to the deadline."""
-        entries = {name: [np.ascontiguousarray(array, dtype=np.float32)] for name, array in inputs.items()}
         target = self._job(prepared.handle).get_target_model()
-        job = self.call(self.client.submit_inference_job, target, device=self.hub_device, inputs=entries,
+        job = self.call(self.client.submit_inference_job, target, device=self.hub_device, inputs=_entries(inputs),
                         options=f"--qairt_version {self.settings.qairt}", profile=False)
         status = self.call(job.wait, timeout=self.settings.deadline_s)
         if status.failure:
@@ -310,6 +313,11 @@ class AihubRunner(JobRunner):
                 "load_cold": "first_load_time of each job", "load_warm": "warm_load_time of each job",
                 "memory": "upper bound of inference_memory_peak_range (MiB)", "hosted": HOSTED,
                 "qairt": self.settings.qairt}
+
+
+def _entries(inputs: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Inputs as the client's dataset entries: one sample per input name."""
+    return {name: [np.ascontiguousarray(array, dtype=np.float32)] for name, array in inputs.items()}
 
 
 def _first_line(exc: BaseException) -> str:
