@@ -139,7 +139,7 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
             return cached
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = create_model(request.model, request.variant, seed=request.seed, weights=request.weights)
+    model = _create(request)
     params_train = sum(p.numel() for p in model.parameters())
     deployed = _deploy(model, request)
     image, mask = make_inputs(request.height, request.width, seed=request.seed)
@@ -168,6 +168,7 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
             {"name": INPUT_NAMES[1], "shape": list(mask.shape), "dtype": "float32", "meaning": "1 = hole"},
         ],
         "outputs": [{"name": OUTPUT_NAMES[0], "shape": list(image.shape), "dtype": "float32", "range": "[0,1]"}],
+        "form": spec.form_options(request.resolved_variant(), request.target),
         "params": {"train": params_train, "deploy": sum(p.numel() for p in deployed.parameters())},
         "deploy_check": deployed.deploy_check,
         "sha256": sha256_of(path),
@@ -189,6 +190,12 @@ def export(request: ExportRequest, exporter: Exporter, out_dir: str | Path, *,
     if failure:
         raise ParityError(failure)
     return artifact
+
+
+def _create(request: ExportRequest) -> nn.Module:
+    """The request's model in the form its target gets (``ModelSpec.form_options``)."""
+    form = get_model_spec(request.model).form_options(request.resolved_variant(), request.target)
+    return create_model(request.model, request.variant, seed=request.seed, weights=request.weights, **form)
 
 
 def _deploy(model: nn.Module, request: ExportRequest) -> nn.Module:
@@ -221,7 +228,7 @@ def parity_inputs(request: ExportRequest) -> dict[str, np.ndarray]:
 def parity_reference(request: ExportRequest) -> np.ndarray:
     """The PyTorch fp32 deploy form's output for :func:`parity_inputs`: what a device's outputs are compared with
     where the device returns them later (a hosted job), as export's parity does here."""
-    model = create_model(request.model, request.variant, seed=request.seed, weights=request.weights)
+    model = _create(request)
     image, mask = make_inputs(request.height, request.width, seed=request.seed)
     return _parity_case(_deploy(model, request), image, mask)[1]
 

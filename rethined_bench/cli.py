@@ -150,7 +150,8 @@ def export(
 @app.command()
 def run(
     device: Annotated[str, typer.Option(help="Device profile name (see `rbench devices`).")] = "host-cpu",
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model (repeatable; default all).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model (repeatable; default: the "
+                                                        "RETHINED paper's; 'all': every registered model).")] = None,
     res: Annotated[Optional[list[int]], typer.Option("--res", help="Resolution (repeatable).")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant (default: all).")] = None,
     option: OptionOption = None,
@@ -179,7 +180,7 @@ def run(
     from .devices import get_profile
     from .listings import fit
     from .measure.protocol import Protocol
-    from .models import BENCH_RESOLUTIONS, get_model_spec, list_models
+    from .models import BENCH_RESOLUTIONS, get_model_spec, sweep_models
     from .models.user import option_variant, parse_options
     from .store import ResultStore
     from .sweep import Cell, Sweep
@@ -194,7 +195,7 @@ def run(
         raise RbenchError("--artifact measures the files given; --model, --res, --variant and --option choose "
                           "models for rbench to export")
     cells = []
-    for name in [] if artifact else model or list_models():
+    for name in [] if artifact else sweep_models(model):
         spec = get_model_spec(name)
         chosen = [option_variant(name, parse_options(option))] if option else variant
         for var in chosen or list(spec.benchmark_variants):

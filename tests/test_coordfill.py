@@ -69,30 +69,12 @@ def test_registration():
     assert spec.paper_claims["table3"]["params"] == 39.6  # the RETHINED paper's figure; the released code has 31.6M
 
 
-def test_checkpoint_round_trip_loads_strictly(model, sample_256, tmp_path):
-    path = tmp_path / "coordfill.pth"
-    torch.save(model.net.state_dict(), path)
-    loaded = create_model("coordfill", seed=123, weights=path)
-    image, mask, expected = sample_256
-    with torch.inference_mode():
-        assert torch.equal(loaded(image, mask), expected)
-
-
 @pytest.mark.parametrize("key", ["refine.block3.add.bn_g.running_var", "asap.lowres_stream.out_para.0.bias"])
 def test_checkpoint_with_a_missing_key_is_rejected(model, tmp_path, key):
     # the official CoordFill.load_state_dict silently skips missing keys; rbench must not
     state = model.net.state_dict()
     del state[key]
     path = tmp_path / "partial.pth"
-    torch.save(state, path)
-    with pytest.raises(RbenchError, match="do not match"):
-        create_model("coordfill", weights=path)
-
-
-def test_checkpoint_with_an_unexpected_key_is_rejected(model, tmp_path):
-    state = dict(model.net.state_dict())
-    state["refine.block7.add.ffc.convl2l.weight"] = torch.zeros(1)
-    path = tmp_path / "extra.pth"
     torch.save(state, path)
     with pytest.raises(RbenchError, match="do not match"):
         create_model("coordfill", weights=path)

@@ -11,9 +11,11 @@ from .registry import (
     load_weights,
     paper_claims,
     register_model,
+    sweep_models,
 )
 
 __all__ = [
     "BENCH_RESOLUTIONS", "INPUT_NAMES", "OUTPUT_NAMES", "InpaintingPipeline", "ModelSpec", "ResolutionConstraint",
     "composite", "create_model", "get_model_spec", "list_models", "load_weights", "paper_claims", "register_model",
+    "sweep_models",
 ]

@@ -22,6 +22,9 @@ from ..errors import RbenchError, UnknownNameError, UnsupportedResolutionError
 BENCH_RESOLUTIONS = (1024, 2048, 4096)
 # (variant, target, device or None) -> why the model cannot be exported or run there, or None
 Limits = Callable[[str, str, "str | None"], "str | None"]
+# (variant, target) -> factory options selecting the form exported to that target (e.g. a matmul DFT where the
+# target has no FFT op); the same function either way, so parity and the manifest's "form" say which one ran
+Forms = Callable[[str, str], "dict[str, Any]"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class ModelSpec:
     paper_key: str | None = None
     sweep_variants: tuple[str, ...] | None = None
     limits: Limits | None = None
+    forms: Forms | None = None
+    in_default_sweep: bool = True  # measured by a bare `rbench run` (the RETHINED paper's models); else by name/all
     source: str = "built-in"  # or the user's import path / entry point (models/user.py)
 
     def unsupported(self, variant: str, target: str, device: str | None = None) -> str | None:
@@ -70,6 +75,10 @@ class ModelSpec:
         paper's "-" in Table 2).
         """
         return self.limits(variant, target, device) if self.limits else None
+
+    def form_options(self, variant: str, target: str) -> dict[str, Any]:
+        """Factory options that select the form ``target`` gets (``{}``: the model has one form)."""
+        return dict(self.forms(variant, target)) if self.forms else {}
 
     @property
     def benchmark_variants(self) -> tuple[str, ...]:
@@ -104,10 +113,15 @@ def register_model(
     paper_key: str | None = None,
     sweep_variants: tuple[str, ...] | None = None,
     limits: Limits | None = None,
+    forms: Forms | None = None,
+    in_default_sweep: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default;
     ``sweep_variants`` limits what ``rbench run`` measures by default (e.g. to exclude a host-side pipeline);
-    ``limits(variant, target, device)`` says where the model cannot go (:meth:`ModelSpec.unsupported`)."""
+    ``limits(variant, target, device)`` says where the model cannot go (:meth:`ModelSpec.unsupported`);
+    ``forms(variant, target)`` gives the factory options of the form exported to a target
+    (:meth:`ModelSpec.form_options`); ``in_default_sweep=False`` keeps a bare ``rbench run`` to the RETHINED paper's
+    models (the model runs when named, or with ``--model all``)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -121,6 +135,8 @@ def register_model(
             paper_key=paper_key,
             sweep_variants=sweep_variants,
             limits=limits,
+            forms=forms,
+            in_default_sweep=in_default_sweep,
         )
         return factory
 
@@ -147,6 +163,16 @@ def _known() -> dict[str, ModelSpec]:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names (built-in and entry points) matching a shell-style ``pattern``, sorted."""
     return sorted(n for n in _known() if fnmatch.fnmatch(n, pattern))
+
+
+def sweep_models(selection: list[str] | None) -> list[str]:
+    """The models ``rbench run --model ...`` means: those named; ``all`` for every registered one; nothing for the
+    default sweep (the registered models marked ``in_default_sweep``)."""
+    if not selection:
+        return [name for name in list_models() if _known()[name].in_default_sweep]
+    if "all" in selection:
+        return list_models() + [name for name in selection if name != "all" and name not in _known()]
+    return list(selection)
 
 
 def get_model_spec(name: str) -> ModelSpec:
