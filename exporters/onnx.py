@@ -11,8 +11,12 @@ feeds the same arrays; ORT's default op block list keeps the ops it cannot run i
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,12 +66,31 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int, opset: in
     return path
 
 
+@contextlib.contextmanager
+def _quiet_native_output() -> Iterator[None]:
+    """Discard what native code writes to the process's standard output and error meanwhile (Python exceptions
+    still propagate, and print after)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def simplify_in_place(path: Path) -> None:
     """Replace the model at ``path`` by onnxsim's simplification when that passes the full checker."""
     import onnxsim
 
     model = onnx.load(str(path))
-    simplified, ok = onnxsim.simplify(model)
+    with _quiet_native_output():  # onnxsim prints a warning per subgraph it tried to fold and could not
+        simplified, ok = onnxsim.simplify(model)
     if ok:
         onnx.checker.check_model(simplified, full_check=True)
         onnx.save(simplified, str(path))

@@ -48,10 +48,11 @@ def test_manifest_records_what_the_artifact_is(onnx_artifact):
 
 def test_opset_13_never_reuses_an_opset_18_file_of_the_same_name(tmp_path):
     """TensorRT 8.2 needs opset 13: the same file name at opset 18 must be re-exported, not reused."""
-    request = ExportRequest("rethined", 1024, 1024, "onnx", variant="top1")
+    request = ExportRequest("rethined", 1024, 1024, "onnx", variant="dense")  # the compact upscaler at both
     at_18 = export_here(request, tmp_path, count_work=False)
     at_13 = export_here(replace(request, options={"opset": 13}), tmp_path, count_work=False)
-    assert at_13.path == at_18.path and at_13.path.name == "rethined-top1_onnx-fp32_1024x1024.onnx"
+    assert at_13.path == at_18.path and at_13.path.name == "rethined_onnx-fp32_1024x1024.onnx"
+    assert at_13.manifest["form"] == {"upscale_form": "compact"} and at_13.manifest["graph"]["ops"]["NonZero"] == 2
     assert at_18.manifest["onnx"]["opset"] == 18 and at_13.manifest["onnx"]["opset"] == 13
     assert Artifact.load(at_13.path).manifest["onnx"]["opset"] == 13  # on disk too
     assert at_13.manifest["parity"]["max_abs_error"] < 1e-4
@@ -109,8 +110,11 @@ def test_fp16_onnx_holds_float16_weights_keeps_float32_io_and_passes_fp16_parity
 
 
 def test_tensorrt_target_keeps_fp32_onnx_at_fp16_and_says_it_is_a_build_flag(tmp_path):
-    artifact = export_here(ExportRequest("rethined", 512, 512, "tensorrt", precision="fp16", variant="top1",
+    """At 1024, so the upscaler's static form (what TensorRT 8.2 gets: opset 13, no data-dependent shapes) runs."""
+    artifact = export_here(ExportRequest("rethined", 1024, 1024, "tensorrt", precision="fp16", variant="dense",
                                          options={"opset": 13, "tensorrt": "8.2"}), tmp_path, count_work=False)
+    assert artifact.manifest["form"] == {} and "NonZero" not in artifact.manifest["graph"]["ops"]
+    assert artifact.manifest["parity"]["max_abs_error"] < 1e-4  # the fp32 ONNX behind the engine, on ORT here
     assert "fp16" not in artifact.manifest["onnx"]
     assert "float16" not in artifact.manifest["graph"]["weight_bytes"]
     assert artifact.manifest["tensorrt"]["build_flags"] == ["--fp16"]

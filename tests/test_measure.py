@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
+import rethined_bench as rb
 from rethined_bench.measure import memory
 from rethined_bench.measure import protocol as protocol_module
-from rethined_bench.measure.flops import bytes_moved, flop_counter_gflops, fvcore_macs
+from rethined_bench.measure.flops import bytes_moved, flop_counter_gflops, fvcore_macs, work_counts
 from rethined_bench.measure.protocol import Protocol, timed_iterations
 from rethined_bench.measure.roofline import roofline_floor_ms
 from rethined_bench.measure.stats import summarize
@@ -89,8 +91,8 @@ def test_flop_counts_of_a_known_network_are_exact():
     net = TinyNet()
     h = w = 32
     macs = (8 * 3 * 9 + 2 * 8) * h * w
-    gflops, stages = flop_counter_gflops(net, h, w)
-    assert gflops * 1e9 == 2 * macs
+    gflops, stages, data_dependent = flop_counter_gflops(net, h, w)
+    assert gflops * 1e9 == 2 * macs and not data_dependent
     assert stages["conv"] * 1e9 == 2 * 8 * 3 * 9 * h * w
     gmacs, skipped, _ = fvcore_macs(net, h, w)
     assert round(gmacs * 1e9) == macs
@@ -107,12 +109,29 @@ def test_bytes_estimate_of_a_known_network():
 
 
 def test_meta_device_counting_reaches_4096_without_memory(rethined_deployed):
-    gflops, stages = flop_counter_gflops(rethined_deployed, 4096, 4096)
-    assert set(stages) == {"coarse", "npm", "upscaler"}
+    gflops, stages, data_dependent = flop_counter_gflops(rethined_deployed, 4096, 4096)
+    assert set(stages) == {"coarse", "npm", "upscaler"} and not data_dependent
     hr_patch_dim = 3 * 64 * 64  # P·s = 8·8 at 4096
     dense_mix = 2 * 4096 * 4096 * hr_patch_dim
     assert stages["upscaler"] * 1e9 >= dense_mix
     assert gflops == pytest.approx(sum(stages.values()))
+
+
+def test_data_dependent_work_is_counted_on_the_cells_inputs():
+    """The compact upscaler multiplies only hole queries by known keys: the meta device cannot run it (nonzero), so
+    it is counted on the seeded inputs, and its mixing work is exactly (holes x known) / N² of the dense product."""
+    from rethined_bench.inputs import make_inputs
+
+    model = rb.create_model("rethined", "dense", upscale_form="compact")
+    counts = work_counts(model, 1024, 1024, fvcore=False)
+    static = work_counts(rb.create_model("rethined", "dense"), 1024, 1024, fvcore=False)
+    assert counts.data_dependent and not static.data_dependent
+    _, mask = make_inputs(1024, 1024)
+    hole = torch.nn.functional.max_pool2d(mask, 16).flatten()  # HR patches of P·s = 8·2
+    n, holes = hole.numel(), int(hole.sum())
+    mix = 2 * 3 * 16 * 16  # FLOPs per (query, key) pair
+    saved = (n * n - holes * (n - holes)) * mix
+    assert (static.stages["upscaler"]["gflops"] - counts.stages["upscaler"]["gflops"]) * 1e9 == pytest.approx(saved)
 
 
 def test_roofline_floor_picks_the_binding_ceiling():

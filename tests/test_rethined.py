@@ -180,3 +180,52 @@ def test_attention_mask_constant_is_finite_in_fp16():
                                      {"feature_conditioning": False}])
 def test_ablation_options_build_and_deploy(options):
     check_deploy_form(**options)
+
+
+# --- the upscaler's forms: the same function, laid out for speed -------------------------------------------------
+
+def _outputs_by_form(image: torch.Tensor, mask: torch.Tensor, **options) -> dict[tuple[str, str], torch.Tensor]:
+    """(variant, form) -> output; ``reference`` is the original formulation (unshuffle, mix, shuffle)."""
+    forms = {"top1": ("reference", "rows"), "dense": ("reference", "rows", "compact")}
+    outputs = {}
+    with torch.inference_mode():
+        for variant, names in forms.items():
+            for form in names:
+                model = rb.create_model("rethined", variant, upscale_form=form, **options)
+                outputs[(variant, form)] = model(image, mask)
+    return outputs
+
+
+def _assert_forms_agree(outputs: dict[tuple[str, str], torch.Tensor]) -> None:
+    for (variant, form), output in outputs.items():
+        error = float((output - outputs[(variant, "reference")]).abs().max())
+        assert error < 1e-5, f"{variant} {form}: {error:.2g} from the reference formulation"
+
+
+@pytest.mark.parametrize("size", [1024, pytest.param(2048, marks=pytest.mark.slow),
+                                  pytest.param(4096, marks=pytest.mark.slow)])
+def test_upscaler_forms_compute_the_reference_function(size):
+    _assert_forms_agree(_outputs_by_form(*make_inputs(size, size, seed=size)))
+
+
+def test_upscaler_forms_agree_on_a_batch_and_on_masks_without_holes_or_known_patches():
+    """Batch items with different holes (compact works per item), no hole at all (compact's product is empty), and
+    every patch a hole (every attention row is zero: top1's weight is 0, not 1). A 128 LR network at 384: scale 3,
+    HR patches of 24."""
+    small = {"lr_size": 128, "encoder_channels": (8, 16, 16, 32, 32), "encoder_depths": (1, 1, 1, 1, 1)}
+    image, mask = make_inputs(384, 384, batch=2, seed=7)
+    _assert_forms_agree(_outputs_by_form(image, mask, **small))
+    for fill in (0.0, 1.0):
+        _assert_forms_agree(_outputs_by_form(image[:1], torch.full_like(mask[:1], fill), **small))
+    grid = torch.zeros(1, 1, 384, 384)
+    grid[..., ::24, ::24] = 1  # one hole pixel in every HR patch: no known patch, yet known pixels everywhere
+    _assert_forms_agree(_outputs_by_form(image[:1], grid, **small))
+
+
+def test_each_target_gets_the_upscaler_form_it_runs():
+    spec = rb.get_model_spec("rethined")
+    assert spec.form_options("dense", "onnx") == {"upscale_form": "compact"}
+    for target in ("tensorrt", "coreml", "qnn"):  # no data-dependent shapes there
+        assert spec.form_options("dense", target) == {}
+    assert all(spec.form_options("top1", target) == {} for target in ("onnx", "tensorrt", "coreml", "qnn"))
+    assert rb.create_model("rethined").upscaler.form == "rows"

@@ -3,7 +3,9 @@
 Units are named, never mixed (measurement.md §7): ``fvcore_gmacs`` counts one multiply-add as one (fvcore's own
 convention, what RETHINED's Table 3 reports) and lists the ops it skipped; ``gflops`` counts 2 per multiply-add and
 includes attention (torch ``FlopCounterMode``), on the meta device so 4096² needs no memory; ``bytes`` estimates
-memory traffic as weights read once plus every non-view activation written once and read once.
+memory traffic as weights read once plus every non-view activation written once and read once. A model whose work
+depends on its input (data-dependent shapes, e.g. RETHINED's compact upscaler, whose work follows the hole) cannot
+run on the meta device: it is counted on the seeded inputs of its cell instead, and says so (``data_dependent``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +32,7 @@ class WorkCounts:
     gflops: float
     bytes: int
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    data_dependent: bool = False  # counted on the cell's seeded inputs: the work follows the input
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,17 +50,33 @@ def _meta_inputs(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.empty(1, 3, height, width, device="meta"), torch.empty(1, 1, height, width, device="meta"))
 
 
-def flop_counter_gflops(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, float]]:
-    """Total GFLOPs (2 per MAC, attention included) and GFLOPs per top-level child module, on the meta device."""
-    meta_model = _meta_copy(model)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta_model(*_meta_inputs(height, width))
+def _counted_run(model: nn.Module, height: int, width: int, new_mode: Callable[[], Any]
+                 ) -> tuple[Any, nn.Module, tuple[torch.Tensor, ...], bool]:
+    """One forward under a fresh ``new_mode()``: on the meta device, or, for a model with data-dependent shapes
+    (which the meta device cannot run), on the seeded inputs. Returns the mode, the model and inputs it counted, and
+    whether the inputs mattered."""
+    mode, meta_model, inputs = new_mode(), _meta_copy(model), _meta_inputs(height, width)
+    try:
+        with mode, torch.no_grad():
+            meta_model(*inputs)
+        return mode, meta_model, inputs, False
+    except NotImplementedError:  # e.g. nonzero: "a correct data-independent implementation does not exist"
+        pass
+    mode, inputs = new_mode(), make_inputs(height, width)  # a fresh mode: the failed run left its module stack
+    with mode, torch.no_grad():
+        model.eval()(*inputs)
+    return mode, model, inputs, True
+
+
+def flop_counter_gflops(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, float], bool]:
+    """Total GFLOPs (2 per MAC, attention included), GFLOPs per top-level child module, and whether the count
+    depends on the input (see :func:`_counted_run`)."""
+    counter, counted, _, data_dependent = _counted_run(model, height, width, lambda: FlopCounterMode(display=False))
     per_module = counter.get_flop_counts()
-    root = type(meta_model).__name__
+    root = type(counted).__name__
     stages = {name: sum(per_module.get(f"{root}.{name}", {}).values()) / 1e9
-              for name, _ in meta_model.named_children()}
-    return counter.get_total_flops() / 1e9, {k: v for k, v in stages.items() if v}
+              for name, _ in counted.named_children()}
+    return counter.get_total_flops() / 1e9, {k: v for k, v in stages.items() if v}, data_dependent
 
 
 class _BytesMode(TorchDispatchMode):
@@ -77,12 +97,8 @@ class _BytesMode(TorchDispatchMode):
 
 def bytes_moved(model: nn.Module, height: int, width: int) -> int:
     """Estimated memory traffic of one inference: weights + inputs read once, activations written and read once."""
-    meta_model = _meta_copy(model)
-    inputs = _meta_inputs(height, width)
-    mode = _BytesMode()
-    with mode, torch.no_grad():
-        meta_model(*inputs)
-    weights = sum(t.numel() * t.element_size() for t in list(meta_model.parameters()) + list(meta_model.buffers()))
+    mode, counted, inputs, _ = _counted_run(model, height, width, _BytesMode)
+    weights = sum(t.numel() * t.element_size() for t in list(counted.parameters()) + list(counted.buffers()))
     input_bytes = sum(t.numel() * t.element_size() for t in inputs)
     return int(weights + input_bytes + 2 * mode.activation_bytes)
 
@@ -108,9 +124,9 @@ def fvcore_macs(model: nn.Module, height: int, width: int) -> tuple[float, dict[
 
 def work_counts(model: nn.Module, height: int, width: int, *, fvcore: bool = True) -> WorkCounts:
     """All counts for one (model, resolution); ``stages`` holds fvcore GMACs and GFLOPs per top-level module."""
-    gflops, flop_stages = flop_counter_gflops(model, height, width)
+    gflops, flop_stages, data_dependent = flop_counter_gflops(model, height, width)
     gmacs, skipped, mac_stages = fvcore_macs(model, height, width) if fvcore else (None, {}, {})
     stages = {name: {"gflops": flop_stages.get(name, 0.0), "fvcore_gmacs": mac_stages.get(name, 0.0)}
               for name in sorted(set(flop_stages) | set(mac_stages))}
     return WorkCounts(params=count_params(model), fvcore_gmacs=gmacs, fvcore_skipped_ops=skipped, gflops=gflops,
-                      bytes=bytes_moved(model, height, width), stages=stages)
+                      bytes=bytes_moved(model, height, width), stages=stages, data_dependent=data_dependent)

@@ -63,6 +63,7 @@ class RethinedConfig:
     branches: int = 1
     upscale: str = "dense"
     topk: int = 1
+    upscale_form: str = "rows"
     hf_sigma: float = 2.01
     hf_taps: int = 7
 
@@ -185,10 +186,17 @@ class GaussianLowPass(nn.Module):
         return F.conv2d(x, self.taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the border normaliser is separable: divide by its row and column factors in turn, so an exporter's
-        # constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²)
+        # the border normaliser is separable: its reciprocal is built from its row and column factors at run time,
+        # so that an exporter's constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²), and it
+        # costs one multiply over the image where dividing by each factor in turn took two divisions
         row_norm = self._blur_rows(torch.ones_like(x[:1, :1, :1, :]))  # (1,1,1,W); ones_like converts everywhere
         column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
+        return self._blur_columns(self._blur_rows(x)) * (column_norm.reciprocal() * row_norm.reciprocal())
+
+    def divided(self, x: torch.Tensor) -> torch.Tensor:
+        """The original order (blur rows, divide, blur columns, divide): the reference upscaler's form."""
+        row_norm = self._blur_rows(torch.ones_like(x[:1, :1, :1, :]))
+        column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
 
@@ -207,26 +215,148 @@ def mix_topk(attention: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Ten
     return (weights.unsqueeze(-1) * gathered).sum(dim=2)
 
 
-class AttentionUpscaling(nn.Module):
-    """Paper §3.4: reuse the LR attention to mix high-frequency HR patches; add them to the upsampled LR result."""
+class PatchRows:
+    """Patch moves at high resolution as one ``Gather`` of row segments, with no ``Transpose``.
 
-    def __init__(self, patch: int, mode: str, k: int, sigma: float, taps: int) -> None:
+    An image (B,C,H,W) cut into P×P patches on a (gh, gw) grid is, viewed as a table of ``B·C·H·gw`` rows of P
+    contiguous pixels, addressable per patch row: row ``((b·C + c)·H + y)·gw + x`` holds pixels
+    ``[b, c, y, x·P : (x+1)·P]``. Copying whole patches (to another place, or out to token-major order) is a gather
+    of those rows with an index built at the token grid's size (P·gw times smaller than the image), which every
+    target runs as one pass over the pixels; ``pixel_unshuffle``/``pixel_shuffle`` at 4096² are 6-D transposes,
+    the slowest ops of the old formulation.
+    """
+
+    def __init__(self, batch: int, channels: int, height: int, width: int, patch: int) -> None:
+        self.batch, self.channels, self.height, self.patch = batch, channels, height, patch
+        self.grid = (height // patch, width // patch)
+
+    def table(self, image: torch.Tensor) -> torch.Tensor:
+        """The image as its rows of ``patch`` pixels."""
+        return image.reshape(-1, self.patch)
+
+    def _offsets(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Row offset of each token's patch (its top-left row) inside a channel plane."""
+        gw = self.grid[1]
+        return torch.div(tokens, gw, rounding_mode="floor") * (self.patch * gw) + tokens % gw
+
+    def _plane_rows(self, device: torch.device) -> torch.Tensor:
+        """(B, C, P): the row index of each (item, channel, row within a patch) of a patch at grid (0, 0)."""
+        b = torch.arange(self.batch, device=device).view(-1, 1, 1)
+        c = torch.arange(self.channels, device=device).view(1, -1, 1)
+        y = torch.arange(self.patch, device=device).view(1, 1, -1)
+        return ((b * self.channels + c) * self.height + y) * self.grid[1]
+
+    def moved(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The image whose patch ``t`` holds patch ``source[b, t]`` of ``image`` (source: (B, gh·gw) integers)."""
+        gh, gw = self.grid
+        offsets = self._offsets(source).view(self.batch, 1, gh, 1, gw)
+        index = self._plane_rows(source.device).view(self.batch, self.channels, 1, self.patch, 1) + offsets
+        return self.table(image).index_select(0, index.flatten()).view(image.shape)
+
+    def tokens(self, image: torch.Tensor, item: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Patches ``tokens`` (n,) of batch item ``item`` in token-major order (n, C·P²), as ``pixel_unshuffle``."""
+        rows = self._plane_rows(tokens.device)[item].view(1, self.channels, self.patch)
+        index = rows + self._offsets(tokens).view(-1, 1, 1)
+        return self.table(image).index_select(0, index.flatten()).view(-1, self.channels * self.patch**2)
+
+    def placed(self, tokens: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+        """A (1, C, H, W) image whose patch ``t`` is row ``rank[t]`` of ``tokens`` (n, C·P²) (rank: (gh·gw,))."""
+        gh, gw = self.grid
+        c = torch.arange(self.channels, device=rank.device).view(self.channels, 1, 1, 1)
+        y = torch.arange(self.patch, device=rank.device).view(1, 1, self.patch, 1)
+        index = (rank.view(1, gh, 1, gw) * self.channels + c) * self.patch + y
+        out = tokens.reshape(-1, self.patch).index_select(0, index.flatten())
+        return out.view(1, self.channels, self.height, gw * self.patch)
+
+
+UPSCALE_FORMS = ("rows", "compact", "reference")
+
+
+class AttentionUpscaling(nn.Module):
+    """Paper §3.4: reuse the LR attention to mix high-frequency HR patches; add them to the upsampled LR result.
+
+    ``out = base + mix(A, HF)`` with ``base`` the bilinear upsampled LR result and ``HF`` the high frequencies of the
+    HR image (hole filled with ``base``) in patches of P·s. Three forms of the same function (equal to < 1e-5):
+
+    - ``rows`` (every target): the patch moves as :class:`PatchRows` gathers. ``top1`` copies each patch's source
+      patch in one gather; ``dense`` gathers the tokens, multiplies by A, and places the result back by a gather.
+    - ``compact`` (``dense`` where the target runs data-dependent shapes: ONNX Runtime): only hole queries reach
+      the output (known patches hold only known pixels, which the pipeline composites back) and only known keys
+      have weight, so the product is ``A[hole, known] · HF[known]``: (holes·known)/N² of the dense work.
+    - ``reference``: the original formulation (unshuffle, mix, shuffle), kept to test the others against.
+    """
+
+    def __init__(self, patch: int, mode: str, k: int, sigma: float, taps: int, form: str = "rows") -> None:
         super().__init__()
-        self.patch, self.mode, self.k = patch, mode, k
+        if form not in UPSCALE_FORMS:
+            raise ValueError(f"upscaler form must be one of {UPSCALE_FORMS}, not {form!r}")
+        self.patch, self.mode, self.k, self.form = patch, mode, k, form
         self.lowpass = GaussianLowPass(sigma, taps)
 
     def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
         scale = known_image.shape[-1] // lr_result.shape[-1]
-        hr_patch = self.patch * scale
-        grid = (lr_result.shape[-2] // self.patch, lr_result.shape[-1] // self.patch)
         base = F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
+        if self.form == "reference":
+            return base + self._reference(base, attention, known_image, mask, self.patch * scale)
+        rows = PatchRows(*known_image.shape, self.patch * scale)
+        if self.mode == "topk" and self.k == 1:
+            return base + self._top1(rows, base, attention, known_image, mask)
+        if self.mode == "topk":
+            return base + self._topk(rows, base, attention, known_image, mask)
+        return base + self._dense(rows, base, attention, known_image, mask, hole_tokens)
+
+    def _high(self, base: torch.Tensor, known_image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         source = known_image + base * mask  # fill the hole first so its border adds no false high frequencies
-        high = patches_to_tokens(source - self.lowpass(source), hr_patch)
+        lowpass = self.lowpass.divided if self.form == "reference" else self.lowpass
+        return source - lowpass(source)
+
+    def _reference(self, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
+                   mask: torch.Tensor, hr_patch: int) -> torch.Tensor:
+        grid = (base.shape[-2] // hr_patch, base.shape[-1] // hr_patch)
+        high = patches_to_tokens(self._high(base, known_image, mask), hr_patch)
         mixed = mix_dense(attention, high) if self.mode == "dense" else mix_topk(attention, high, self.k)
-        # known patches hold only known pixels (max-pool mask), which the pipeline composites back; so only the
-        # hole rows of ``mixed`` reach the output
-        return base + tokens_to_image(mixed, hr_patch, grid)
+        return tokens_to_image(mixed, hr_patch, grid)
+
+    def _top1(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+        """Each patch takes its best key's HF: its renormalised weight is exactly 1, or 0 for every patch of an item
+        with no known patch at all (all-zero attention rows), where the reference adds nothing."""
+        weight, source = torch.topk(attention, 1, dim=-1)
+        any_known = (weight.amax(dim=(1, 2)) > 0).to(base.dtype).view(-1, 1, 1, 1)
+        return rows.moved(self._high(base, known_image, mask), source.squeeze(-1)) * any_known
+
+    def _topk(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+        """The k best keys' HF, each weighted by its renormalised weight (one gather and one scaling per key)."""
+        weights, sources = torch.topk(attention, self.k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        high = self._high(base, known_image, mask)
+        out = 0
+        for j in range(self.k):
+            scale = F.interpolate(weights[..., j].view(-1, 1, *rows.grid), scale_factor=float(rows.patch))
+            out = out + rows.moved(high, sources[..., j]) * scale
+        return out
+
+    def _dense(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
+               mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
+        high = self._high(base, known_image, mask)
+        every = torch.arange(attention.shape[-1], device=attention.device)
+        placed = []
+        for item in range(attention.shape[0]):
+            if self.form == "compact":
+                hole = hole_tokens[item] > 0
+                queries, keys = hole.nonzero().flatten(), (~hole).nonzero().flatten()
+                weights = attention[item].index_select(0, queries).index_select(1, keys)
+                mixed = weights @ rows.tokens(high, item, keys)
+                # known patches may take any row (the composite replaces them); one spare row of zeros keeps the
+                # table non-empty when the image has no hole
+                mixed = torch.cat([mixed, mixed.new_zeros(1, mixed.shape[1])])
+                rank = (torch.cumsum(hole.to(torch.int64), 0) - 1).clamp_min(0)
+            else:
+                mixed, rank = attention[item] @ rows.tokens(high, item, every), every
+            placed.append(rows.placed(mixed, rank))
+        return torch.cat(placed) if len(placed) > 1 else placed[0]
 
 
 class Rethined(InpaintingPipeline):
@@ -244,7 +374,7 @@ class Rethined(InpaintingPipeline):
         self.npm = NeuralPatchMatch(config.patch_size, feature_channels if config.feature_conditioning else 0,
                                     config.d_k)
         self.upscaler = AttentionUpscaling(config.patch_size, config.upscale, config.topk, config.hf_sigma,
-                                           config.hf_taps)
+                                           config.hf_taps, config.upscale_form)
 
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scale = image.shape[-2] // self.config.lr_size  # square, an exact multiple (checked by the constraint)
@@ -256,11 +386,11 @@ class Rethined(InpaintingPipeline):
             mask_lr, image_lr = mask, known_image
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
-        refined, attention, _ = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
+        refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
         lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
         if scale == 1:
             return lr_result
-        return self.upscaler(lr_result, attention, known_image, mask)
+        return self.upscaler(lr_result, attention, known_image, mask, hole_tokens.squeeze(-1))
 
 
 def build_rethined(**options) -> Rethined:
@@ -275,12 +405,19 @@ _CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, square=True,
                                    why="LR network at 512x512, integer upscale factor")
 
 
+def upscaler_form(variant: str, target: str) -> dict[str, str]:
+    """``dense`` multiplies only hole queries by known keys where the runtime takes data-dependent shapes (ONNX
+    Runtime, the ``onnx`` target); TensorRT engines, Core ML and QNN get the static form of the same function."""
+    return {"upscale_form": "compact"} if variant == "dense" and target == "onnx" else {}
+
+
 @register_model(
     "rethined",
     summary="RETHINED (WACV 2025): coarse CNN + NeuralPatchMatch at 512, attention upscaling",
     constraint=_CONSTRAINT,
     variants={"dense": {"upscale": "dense"}, "top1": {"upscale": "topk", "topk": 1}},
     paper_key="rethined",
+    forms=upscaler_form,
 )
 def rethined(**options) -> Rethined:
     return build_rethined(**options)
