@@ -370,7 +370,7 @@ def test_an_artifact_identity_covers_its_model_and_target_not_the_whole_package(
         return {str(p.relative_to(ROOT)) for p in module_closure(*modules)}
 
     coordfill = files("rethined_bench.models.coordfill")
-    assert "rethined_bench/models/dft.py" in coordfill and "rethined_bench/models/coordfill.py" in coordfill
+    assert "rethined_bench/models/layers/dft.py" in coordfill and "rethined_bench/models/coordfill.py" in coordfill
     assert not {"rethined_bench/models/rethined.py", "rethined_bench/models/migan.py"} & coordfill
     onnx = files("exporters.onnx")
     assert {"exporters/base.py", "rethined_bench/artifact.py", "rethined_bench/optimize/fuse_bn.py"} <= onnx

@@ -21,7 +21,7 @@ import rethined_bench.models.coordfill as coordfill  # registers "coordfill"
 from rethined_bench.errors import RbenchError, UnsupportedResolutionError
 from rethined_bench.inputs import make_inputs
 from rethined_bench.models import create_model, get_model_spec
-from rethined_bench.models.dft import RealDFT2d
+from rethined_bench.models.layers import FourierUnit, RealDFT2d
 from rethined_bench.optimize import deploy, deploy_leftovers
 
 DATA = Path(__file__).parent / "data"
@@ -181,8 +181,8 @@ def test_real_dft_matches_torch_fft(size):
 
 def test_fourier_unit_matmul_equals_torch_fft():
     torch.manual_seed(0)
-    fu = coordfill.FourierUnit(192, fft="matmul")
-    reference = coordfill.FourierUnit(192, fft="torch")
+    fu = FourierUnit(192, fft="matmul", norm=coordfill.NORM)
+    reference = FourierUnit(192, fft="torch", norm=coordfill.NORM)
     reference.load_state_dict(fu.state_dict())
     x = torch.relu(torch.randn(2, 192, 32, 32))
     with torch.inference_mode():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,35 +49,6 @@ def _meta_inputs(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.empty(1, 3, height, width, device="meta"), torch.empty(1, 1, height, width, device="meta"))
 
 
-def _counted_run(model: nn.Module, height: int, width: int, new_mode: Callable[[], Any]
-                 ) -> tuple[Any, nn.Module, tuple[torch.Tensor, ...], bool]:
-    """One forward under a fresh ``new_mode()``: on the meta device, or, for a model with data-dependent shapes
-    (which the meta device cannot run), on the seeded inputs. Returns the mode, the model and inputs it counted, and
-    whether the inputs mattered."""
-    mode, meta_model, inputs = new_mode(), _meta_copy(model), _meta_inputs(height, width)
-    try:
-        with mode, torch.no_grad():
-            meta_model(*inputs)
-        return mode, meta_model, inputs, False
-    except NotImplementedError:  # e.g. nonzero: "a correct data-independent implementation does not exist"
-        pass
-    mode, inputs = new_mode(), make_inputs(height, width)  # a fresh mode: the failed run left its module stack
-    with mode, torch.no_grad():
-        model.eval()(*inputs)
-    return mode, model, inputs, True
-
-
-def flop_counter_gflops(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, float], bool]:
-    """Total GFLOPs (2 per MAC, attention included), GFLOPs per top-level child module, and whether the count
-    depends on the input (see :func:`_counted_run`)."""
-    counter, counted, _, data_dependent = _counted_run(model, height, width, lambda: FlopCounterMode(display=False))
-    per_module = counter.get_flop_counts()
-    root = type(counted).__name__
-    stages = {name: sum(per_module.get(f"{root}.{name}", {}).values()) / 1e9
-              for name, _ in counted.named_children()}
-    return counter.get_total_flops() / 1e9, {k: v for k, v in stages.items() if v}, data_dependent
-
-
 class _BytesMode(TorchDispatchMode):
     """Sums the bytes of every op output that is not a view of its input."""
 
@@ -95,12 +65,59 @@ class _BytesMode(TorchDispatchMode):
         return out
 
 
+@dataclass
+class _Run:
+    """One counted forward: FLOPs and activation bytes, of the model and inputs counted."""
+
+    flops: FlopCounterMode
+    traffic: _BytesMode
+    model: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    data_dependent: bool
+
+
+def _counted_run(model: nn.Module, height: int, width: int) -> _Run:
+    """One forward counting FLOPs and bytes: on the meta device, or, for a model with data-dependent shapes (which
+    the meta device cannot run), once on the seeded inputs."""
+    flops, traffic = FlopCounterMode(display=False), _BytesMode()
+    meta_model, inputs = _meta_copy(model), _meta_inputs(height, width)
+    try:
+        with flops, traffic, torch.no_grad():
+            meta_model(*inputs)
+        return _Run(flops, traffic, meta_model, inputs, False)
+    except NotImplementedError:  # e.g. nonzero: "a correct data-independent implementation does not exist"
+        pass
+    flops, traffic, inputs = FlopCounterMode(display=False), _BytesMode(), make_inputs(height, width)
+    with flops, traffic, torch.no_grad():  # fresh modes: the failed run left its module stack behind
+        model.eval()(*inputs)
+    return _Run(flops, traffic, model, inputs, True)
+
+
+def _gflops(run: _Run) -> tuple[float, dict[str, float]]:
+    per_module = run.flops.get_flop_counts()
+    root = type(run.model).__name__
+    stages = {name: sum(per_module.get(f"{root}.{name}", {}).values()) / 1e9
+              for name, _ in run.model.named_children()}
+    return run.flops.get_total_flops() / 1e9, {k: v for k, v in stages.items() if v}
+
+
+def _bytes(run: _Run) -> int:
+    params = list(run.model.parameters()) + list(run.model.buffers())
+    weights = sum(t.numel() * t.element_size() for t in params)
+    input_bytes = sum(t.numel() * t.element_size() for t in run.inputs)
+    return int(weights + input_bytes + 2 * run.traffic.activation_bytes)
+
+
+def flop_counter_gflops(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, float], bool]:
+    """Total GFLOPs (2 per MAC, attention included), GFLOPs per top-level child module, and whether the count
+    depends on the input (see :func:`_counted_run`)."""
+    run = _counted_run(model, height, width)
+    return (*_gflops(run), run.data_dependent)
+
+
 def bytes_moved(model: nn.Module, height: int, width: int) -> int:
     """Estimated memory traffic of one inference: weights + inputs read once, activations written and read once."""
-    mode, counted, inputs, _ = _counted_run(model, height, width, _BytesMode)
-    weights = sum(t.numel() * t.element_size() for t in list(counted.parameters()) + list(counted.buffers()))
-    input_bytes = sum(t.numel() * t.element_size() for t in inputs)
-    return int(weights + input_bytes + 2 * mode.activation_bytes)
+    return _bytes(_counted_run(model, height, width))
 
 
 def fvcore_macs(model: nn.Module, height: int, width: int) -> tuple[float, dict[str, int], dict[str, float]]:
@@ -124,9 +141,10 @@ def fvcore_macs(model: nn.Module, height: int, width: int) -> tuple[float, dict[
 
 def work_counts(model: nn.Module, height: int, width: int, *, fvcore: bool = True) -> WorkCounts:
     """All counts for one (model, resolution); ``stages`` holds fvcore GMACs and GFLOPs per top-level module."""
-    gflops, flop_stages, data_dependent = flop_counter_gflops(model, height, width)
+    run = _counted_run(model, height, width)
+    gflops, flop_stages = _gflops(run)
     gmacs, skipped, mac_stages = fvcore_macs(model, height, width) if fvcore else (None, {}, {})
     stages = {name: {"gflops": flop_stages.get(name, 0.0), "fvcore_gmacs": mac_stages.get(name, 0.0)}
               for name in sorted(set(flop_stages) | set(mac_stages))}
     return WorkCounts(params=count_params(model), fvcore_gmacs=gmacs, fvcore_skipped_ops=skipped, gflops=gflops,
-                      bytes=bytes_moved(model, height, width), stages=stages, data_dependent=data_dependent)
+                      bytes=_bytes(run), stages=stages, data_dependent=run.data_dependent)

@@ -1,3 +1,3 @@
 """Importing this module registers the built-in models."""
 
-from . import coordfill, migan, rethined  # noqa: F401
+from . import coordfill, lama, migan, rethined, wavepaint  # noqa: F401

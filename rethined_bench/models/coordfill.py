@@ -18,7 +18,7 @@ Native convention (the official ``forward``): image in [-1,1], mask 1 = known. D
 
 Inference form (the only form; it is what gets exported):
 
-- the FourierUnit's FFT runs on the fixed 32×32 map as constant DFT matmuls (:mod:`.dft`, no ONNX ``DFT``);
+- the FourierUnit's FFT runs on the fixed 32×32 map as constant DFT matmuls (:mod:`.layers.dft`, no ONNX ``DFT``);
   ``fft="torch"`` keeps ``torch.fft`` as the reference it is tested against;
 - the tiling is static reshapes and one rank-6 permute (no unfold, gather or scatter); the PE is one constant
   (k², 4) tile shared by all cells;
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dft import RealDFT2d
+from .layers import FFCLayer
 from .pipeline import InpaintingPipeline
 from .registry import ResolutionConstraint, register_model
 
@@ -53,127 +53,10 @@ GRID = 32  # encoder output grid: one pixel MLP per cell
 FEATURES = 512  # encoder channels: 128 local + 384 global (FFC ratio 0.75)
 MLP_WIDTHS = (4, 64, 64, 64, 64, 3)  # PE (4) → 4 hidden layers of 64 → RGB
 LEAKY_SLOPE = 0.01
+GLOBAL_RATIO = 0.75  # FFC channel split of the encoder's bottleneck: 128 local + 384 global
 RESIDUAL_GAIN = 0.25  # seeded init: scale of the last conv on each path of an AttFFC residual branch
 CHUNK_BYTES = 5 * 2**28  # 1.25 GiB: the largest (cells, k², 65) fp32 MLP intermediate (2048²: one chunk)
-FFT_MODES = ("matmul", "torch")
-
-
-class UnusedBatchNorm(nn.Module):
-    """State-only stand-in for a ``BatchNorm2d`` that the official code constructs and never calls.
-
-    It carries the same state_dict entries in the same order (weight, bias, running_mean, running_var,
-    num_batches_tracked) so released checkpoints load strictly, and its parameters count in the official total
-    (18,828 of 31,637,010). It has no forward: nothing could call it by mistake, and deploy-time BatchNorm
-    folding has nothing to fold.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("running_mean", torch.zeros(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-
-def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """Bias-free conv with reflect padding, as every FFC conv in the official code."""
-    return nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False, padding_mode="reflect")
-
-
-class FourierUnit(nn.Module):
-    """Global branch of the spectral transform on a fixed 32×32 map (LaMa's FU, BatchNorm built but unused).
-
-    ``rfftn`` (ortho) → real/imag interleaved per channel (2c = real, 2c+1 = imag) → 1×1 conv + ReLU → ``irfftn``.
-    """
-
-    def __init__(self, channels: int, fft: str) -> None:
-        super().__init__()
-        if fft not in FFT_MODES:
-            raise ValueError(f"fft must be one of {FFT_MODES}, not {fft!r}")
-        self.fft = fft
-        self.conv_layer = nn.Conv2d(2 * channels, 2 * channels, 1, bias=False)
-        self.bn = UnusedBatchNorm(2 * channels)
-        self.dft = RealDFT2d(GRID, GRID)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        if self.fft == "matmul":
-            real, imag = self.dft.rfft2(x)
-        else:
-            spectrum = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
-            real, imag = spectrum.real, spectrum.imag
-        y = torch.stack([real, imag], dim=2).reshape(batch, 2 * channels, height, -1)
-        y = F.relu(self.conv_layer(y)).reshape(batch, channels, 2, height, -1)
-        real, imag = y[:, :, 0], y[:, :, 1]
-        if self.fft == "matmul":
-            return self.dft.irfft2(real, imag)
-        return torch.fft.irfftn(torch.complex(real, imag), s=(height, width), dim=(-2, -1), norm="ortho")
-
-
-class SpectralTransform(nn.Module):
-    """``y = ReLU(1×1 conv(x))``; ``1×1 conv(y + FU(y))`` (stride 1, no LFU, no BatchNorm in use)."""
-
-    def __init__(self, in_ch: int, out_ch: int, fft: str) -> None:
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, out_ch // 2, 1, bias=False), nn.ReLU())
-        self.fu = FourierUnit(out_ch // 2, fft)
-        self.conv2 = nn.Conv2d(out_ch // 2, out_ch, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv1(x)
-        return self.conv2(y + self.fu(y))
-
-
-class FFC(nn.Module):
-    """Fast Fourier convolution on a (local, global) pair: ``out_l = l→l + g→l``, ``out_g = l→g + ST(g)``.
-
-    Only the paths whose input and output streams are both non-empty exist (the official code puts parameter-free
-    ``Identity`` modules in the others); an absent stream is ``None``.
-    """
-
-    def __init__(self, in_l: int, in_g: int, out_l: int, out_g: int, kernel: int, stride: int, padding: int,
-                 fft: str) -> None:
-        super().__init__()
-        self.convl2l = _conv(in_l, out_l, kernel, stride, padding) if in_l and out_l else None
-        self.convl2g = _conv(in_l, out_g, kernel, stride, padding) if in_l and out_g else None
-        self.convg2l = _conv(in_g, out_l, kernel, stride, padding) if in_g and out_l else None
-        self.convg2g = SpectralTransform(in_g, out_g, fft) if in_g and out_g else None
-
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor | None
-                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        out_l = _sum(_apply(self.convl2l, x_l), _apply(self.convg2l, x_g))
-        out_g = _sum(_apply(self.convl2g, x_l), _apply(self.convg2g, x_g))
-        return out_l, out_g
-
-
-def _apply(module: nn.Module | None, x: torch.Tensor | None) -> torch.Tensor | None:
-    return None if module is None else module(x)
-
-
-def _sum(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return a + b
-
-
-class FFCLayer(nn.Module):
-    """The official ``FFC_BN_ACT``: an :class:`FFC`, then the activation on each stream; ``bn_l``/``bn_g`` exist
-    (for the checkpoint) but the official forward skips them, so this one does too."""
-
-    def __init__(self, in_ch: tuple[int, int], out_ch: tuple[int, int], kernel: int, stride: int = 1,
-                 padding: int = 0, activation: str = "relu", fft: str = "matmul") -> None:
-        super().__init__()
-        self.ffc = FFC(*in_ch, *out_ch, kernel, stride, padding, fft)
-        self.bn_l = UnusedBatchNorm(out_ch[0]) if out_ch[0] else None
-        self.bn_g = UnusedBatchNorm(out_ch[1]) if out_ch[1] else None
-        self.activation = torch.sigmoid if activation == "sigmoid" else F.relu
-
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        out_l, out_g = self.ffc(x_l, x_g)
-        return (None if out_l is None else self.activation(out_l),
-                None if out_g is None else self.activation(out_g))
+NORM = "unused"  # the official code builds the FFC BatchNorms and never calls them (models.md §4.2)
 
 
 class AttFFC(nn.Module):
@@ -183,11 +66,11 @@ class AttFFC(nn.Module):
     output ``(x_l − m_l + o_l, x_g − m_g + o_g)``.
     """
 
-    def __init__(self, local: int, global_: int, fft: str) -> None:
+    def __init__(self, channels: int, fft: str) -> None:
         super().__init__()
-        self.add = FFCLayer((local, global_), (local, global_), 3, padding=1, fft=fft)
-        self.minus = FFCLayer((local + global_ + 1, 0), (local, global_), 3, padding=1, fft=fft)
-        self.mask = FFCLayer((local, global_), (1, 0), 3, padding=1, activation="sigmoid", fft=fft)
+        self.add = FFCLayer(channels, channels, 3, GLOBAL_RATIO, GLOBAL_RATIO, padding=1, fft=fft, norm=NORM)
+        self.minus = FFCLayer(channels + 1, channels, 3, 0.0, GLOBAL_RATIO, padding=1, fft=fft, norm=NORM)
+        self.mask = FFCLayer(channels, 1, 3, GLOBAL_RATIO, 0.0, padding=1, activation="sigmoid", fft=fft, norm=NORM)
 
     def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         attention, _ = self.mask(x_l, x_g)
@@ -202,17 +85,16 @@ class Encoder(nn.Module):
 
     def __init__(self, fft: str) -> None:
         super().__init__()
-        local, global_ = FEATURES // 4, FEATURES * 3 // 4
         # index 0 is the stem's reflect pad, as in the official nn.Sequential, so the layers keep indices 1..4
         self.dowm = nn.ModuleList([
             nn.ReflectionPad2d(3),
-            FFCLayer((4, 0), (64, 0), 7),
-            FFCLayer((64, 0), (128, 0), 4, stride=2, padding=1),
-            FFCLayer((128, 0), (256, 0), 4, stride=2, padding=1),
-            FFCLayer((256, 0), (local, global_), 4, stride=2, padding=1),
+            FFCLayer(4, 64, 7, fft=fft, norm=NORM),
+            FFCLayer(64, 128, 4, stride=2, padding=1, fft=fft, norm=NORM),
+            FFCLayer(128, 256, 4, stride=2, padding=1, fft=fft, norm=NORM),
+            FFCLayer(256, FEATURES, 4, 0.0, GLOBAL_RATIO, stride=2, padding=1, fft=fft, norm=NORM),
         ])
         for i in range(1, 7):
-            self.add_module(f"block{i}", AttFFC(local, global_, fft))
+            self.add_module(f"block{i}", AttFFC(FEATURES, fft))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_l, x_g = self.dowm[0](x), None

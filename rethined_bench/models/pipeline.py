@@ -33,5 +33,9 @@ class InpaintingPipeline(nn.Module):
 
 
 def composite(image: torch.Tensor, filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Known pixels from ``image``, hole pixels from ``filled`` clamped to [0,1]; exact for mask in {0,1}."""
-    return image * (1.0 - mask) + filled.clamp(0.0, 1.0) * mask
+    """Known pixels from ``image``, hole pixels (mask > 0.5) from ``filled`` clamped to [0,1].
+
+    A select, not ``image·(1−m) + filled·m``: one pass over the image instead of four at 4096², equal for a binary
+    mask, and a hole pixel's content (NaN included) cannot reach a known pixel through a multiply by zero.
+    """
+    return torch.where(mask > 0.5, filled.clamp(0.0, 1.0), image)

@@ -25,6 +25,8 @@ Limits = Callable[[str, str, "str | None"], "str | None"]
 # (variant, target) -> factory options selecting the form exported to that target (e.g. a matmul DFT where the
 # target has no FFT op); the same function either way, so parity and the manifest's "form" say which one ran
 Forms = Callable[[str, str], "dict[str, Any]"]
+# a released checkpoint's state_dict -> the native network's (e.g. the generator's keys out of a training checkpoint)
+CheckpointFilter = Callable[["dict[str, Any]"], "dict[str, Any]"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ModelSpec:
     limits: Limits | None = None
     forms: Forms | None = None
     in_default_sweep: bool = True  # measured by a bare `rbench run` (the RETHINED paper's models); else by name/all
+    checkpoint_filter: CheckpointFilter | None = None
     source: str = "built-in"  # or the user's import path / entry point (models/user.py)
 
     def unsupported(self, variant: str, target: str, device: str | None = None) -> str | None:
@@ -115,13 +118,15 @@ def register_model(
     limits: Limits | None = None,
     forms: Forms | None = None,
     in_default_sweep: bool = True,
+    checkpoint_filter: CheckpointFilter | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``factory(**options) -> nn.Module`` under ``name``. The first variant is the default;
     ``sweep_variants`` limits what ``rbench run`` measures by default (e.g. to exclude a host-side pipeline);
     ``limits(variant, target, device)`` says where the model cannot go (:meth:`ModelSpec.unsupported`);
     ``forms(variant, target)`` gives the factory options of the form exported to a target
     (:meth:`ModelSpec.form_options`); ``in_default_sweep=False`` keeps a bare ``rbench run`` to the RETHINED paper's
-    models (the model runs when named, or with ``--model all``)."""
+    models (the model runs when named, or with ``--model all``); ``checkpoint_filter(state_dict)`` maps a released
+    checkpoint to the native network's keys before the strict load (timm's ``checkpoint_filter_fn``)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -137,6 +142,7 @@ def register_model(
             limits=limits,
             forms=forms,
             in_default_sweep=in_default_sweep,
+            checkpoint_filter=checkpoint_filter,
         )
         return factory
 
@@ -207,12 +213,13 @@ def create_model(
         torch.manual_seed(seed)
         model = spec.factory(**kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, spec.checkpoint_filter)
     return model.eval()
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a released checkpoint strictly into ``model.net`` (or ``model``); clear one-line errors on mismatch."""
+def load_weights(model: nn.Module, path: str | Path, checkpoint_filter: CheckpointFilter | None = None) -> None:
+    """Load a released checkpoint strictly into ``model.net`` (or ``model``), through the model's
+    ``checkpoint_filter`` if it has one; clear one-line errors on mismatch."""
     path = Path(path)
     if not path.is_file():
         raise RbenchError(f"weights file not found: {path}")
@@ -222,6 +229,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise RbenchError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if checkpoint_filter is not None:
+        state = checkpoint_filter(state)
     target = getattr(model, "net", model)
     try:
         target.load_state_dict(state, strict=True)

@@ -22,6 +22,13 @@ Pipeline (mask 1 = hole):
    ``dense`` = the paper's weighted sum over all keys, ``topk`` = the k largest weights (gather; k = 1 is hard
    attention).
 
+High resolution at the memory floor: at 4096² one pass over the image is 200 MB, and the low-resolution network
+costs the same at every size, so the HR path is what scales. It is laid out as few passes as the function allows
+(:class:`AttentionUpscaling`): patches move by one row gather instead of 6-D unshuffle/shuffle transposes, the hole
+is filled and the result composited by selects, the low-pass normaliser is one multiply, and ``dense`` multiplies
+only hole queries by known keys where the target runs data-dependent shapes. ``benchmarks/upscaler_forms.py``
+measures it against the original formulation (``upscale_form="reference"``), which the tests hold it equal to.
+
 Default preset ``rethined`` (4,381,606 parameters train-time, 4,343,718 deployed; the paper's Table 3 says 4.3M,
 which no released code matches):
 
@@ -293,54 +300,55 @@ class AttentionUpscaling(nn.Module):
         self.patch, self.mode, self.k, self.form = patch, mode, k, form
         self.lowpass = GaussianLowPass(sigma, taps)
 
-    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-                mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
-        scale = known_image.shape[-1] // lr_result.shape[-1]
+    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+                hole_tokens: torch.Tensor) -> torch.Tensor:
+        """``hole``: (B,1,H,W) bool; ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
+        scale = image.shape[-1] // lr_result.shape[-1]
         base = F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
         if self.form == "reference":
-            return base + self._reference(base, attention, known_image, mask, self.patch * scale)
-        rows = PatchRows(*known_image.shape, self.patch * scale)
+            return base + self._reference(base, attention, image, hole, self.patch * scale)
+        rows = PatchRows(*image.shape, self.patch * scale)
+        high = self._high(base, image, hole)
         if self.mode == "topk" and self.k == 1:
-            return base + self._top1(rows, base, attention, known_image, mask)
+            return base + self._top1(rows, high, attention)
         if self.mode == "topk":
-            return base + self._topk(rows, base, attention, known_image, mask)
-        return base + self._dense(rows, base, attention, known_image, mask, hole_tokens)
+            return base + self._topk(rows, high, attention)
+        return base + self._dense(rows, high, attention, hole_tokens)
 
-    def _high(self, base: torch.Tensor, known_image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        source = known_image + base * mask  # fill the hole first so its border adds no false high frequencies
-        lowpass = self.lowpass.divided if self.form == "reference" else self.lowpass
-        return source - lowpass(source)
+    def _high(self, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """High frequencies of the image with its hole filled by ``base`` (so the hole's border adds none)."""
+        source = torch.where(hole, base, image)
+        return source - self.lowpass(source)
 
-    def _reference(self, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-                   mask: torch.Tensor, hr_patch: int) -> torch.Tensor:
+    def _reference(self, base: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+                   hr_patch: int) -> torch.Tensor:
+        mask = hole.to(image.dtype)
+        source = image * (1.0 - mask) + base * mask
+        high = patches_to_tokens(source - self.lowpass.divided(source), hr_patch)
         grid = (base.shape[-2] // hr_patch, base.shape[-1] // hr_patch)
-        high = patches_to_tokens(self._high(base, known_image, mask), hr_patch)
         mixed = mix_dense(attention, high) if self.mode == "dense" else mix_topk(attention, high, self.k)
         return tokens_to_image(mixed, hr_patch, grid)
 
-    def _top1(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _top1(rows: PatchRows, high: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """Each patch takes its best key's HF: its renormalised weight is exactly 1, or 0 for every patch of an item
         with no known patch at all (all-zero attention rows), where the reference adds nothing."""
         weight, source = torch.topk(attention, 1, dim=-1)
-        any_known = (weight.amax(dim=(1, 2)) > 0).to(base.dtype).view(-1, 1, 1, 1)
-        return rows.moved(self._high(base, known_image, mask), source.squeeze(-1)) * any_known
+        any_known = (weight.amax(dim=(1, 2)) > 0).to(high.dtype).view(-1, 1, 1, 1)
+        return rows.moved(high, source.squeeze(-1)) * any_known
 
-    def _topk(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
+    def _topk(self, rows: PatchRows, high: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The k best keys' HF, each weighted by its renormalised weight (one gather and one scaling per key)."""
         weights, sources = torch.topk(attention, self.k, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        high = self._high(base, known_image, mask)
         out = 0
         for j in range(self.k):
             scale = F.interpolate(weights[..., j].view(-1, 1, *rows.grid), scale_factor=float(rows.patch))
             out = out + rows.moved(high, sources[..., j]) * scale
         return out
 
-    def _dense(self, rows: PatchRows, base: torch.Tensor, attention: torch.Tensor, known_image: torch.Tensor,
-               mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
-        high = self._high(base, known_image, mask)
+    def _dense(self, rows: PatchRows, high: torch.Tensor, attention: torch.Tensor, hole_tokens: torch.Tensor
+               ) -> torch.Tensor:
         every = torch.arange(attention.shape[-1], device=attention.device)
         placed = []
         for item in range(attention.shape[0]):
@@ -378,19 +386,20 @@ class Rethined(InpaintingPipeline):
 
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scale = image.shape[-2] // self.config.lr_size  # square, an exact multiple (checked by the constraint)
-        known_image = image * (1.0 - mask)
+        hole = mask > 0.5
         if scale > 1:
+            # a known LR pixel has only known pixels under it, so pooling the image there pools the known image
             mask_lr = F.max_pool2d(mask, scale, scale)
-            image_lr = F.avg_pool2d(known_image, scale, scale) * (1.0 - mask_lr)
+            image_lr = torch.where(mask_lr > 0.5, 0.0, F.avg_pool2d(image, scale, scale))
         else:
-            mask_lr, image_lr = mask, known_image
+            mask_lr, image_lr = mask, torch.where(hole, 0.0, image)
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
         refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
         lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
         if scale == 1:
             return lr_result
-        return self.upscaler(lr_result, attention, known_image, mask, hole_tokens.squeeze(-1))
+        return self.upscaler(lr_result, attention, image, hole, hole_tokens.squeeze(-1))
 
 
 def build_rethined(**options) -> Rethined:
