@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,coreml,qnn]'
 	touch $@
 
-bench: $(STAMP)  ## host-cpu sweep of every model at 1024/2048/4096, then its markdown report
+bench: $(STAMP)  ## host-cpu sweep of the RETHINED paper's models at 1024/2048/4096, then its markdown report
 	$(BIN)/rbench run --device $(DEVICE)
 	$(BIN)/rbench report --device $(DEVICE) --format markdown
 
