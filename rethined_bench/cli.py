@@ -6,6 +6,7 @@ one line and exit with code 2.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from collections.abc import Callable
@@ -35,6 +36,34 @@ OptionOption = Annotated[Optional[list[str]], typer.Option("--option", help="key
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) on stdout instead of a table.")]
+RES_HELP = "Resolution: N (square) or HxW (height x width, e.g. 1024x576); repeatable."
+_RESOLUTION = re.compile(r"([1-9][0-9]*)(?:x([1-9][0-9]*))?", re.IGNORECASE)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """A ``--res`` value as (height, width): ``N`` is square, ``HxW`` is H by W; anything else is a user error."""
+    match = _RESOLUTION.fullmatch(text.strip())
+    if not match:
+        raise RbenchError(f"--res {text!r} is not a resolution: give N (square) or HxW (height x width), e.g. 1024 "
+                          "or 1024x576")
+    height = int(match[1])
+    return height, int(match[2] or height)
+
+
+def _accepted_sizes(models: list[str], values: list[str]) -> list[tuple[int, int]]:
+    """Parse ``--res`` values and check that every model takes every size, before anything is exported."""
+    from .errors import UnsupportedResolutionError
+    from .models import get_model_spec
+
+    sizes = [parse_resolution(value) for value in values]
+    for name in models:
+        constraint = get_model_spec(name).constraint
+        for height, width in sizes:
+            try:
+                constraint.check(height, width)
+            except UnsupportedResolutionError as exc:
+                raise UnsupportedResolutionError(f"{name}: {exc}") from None
+    return sizes
 
 
 @app.command()
@@ -100,7 +129,7 @@ def export(
     target: Annotated[str, typer.Option(help=f"Export target: {', '.join(target_names())} (its settings' "
                                               "defaults, or the --device profile's).")] = "onnx",
     model: Annotated[list[str], typer.Option("--model", help="Model name (repeatable).")] = ["rethined"],
-    res: Annotated[list[int], typer.Option("--res", help="Square resolution (repeatable).")] = [1024],
+    res: Annotated[list[str], typer.Option("--res", metavar="N|HxW", help=RES_HELP)] = ["1024"],
     variant: Annotated[Optional[str], typer.Option(help="Model variant (default: the model's first).")] = None,
     option: OptionOption = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 or fp16 (default: the device's, else the target's: "
@@ -133,10 +162,11 @@ def export(
         options["opset"] = opset
     exporter = create_exporter(target)
     parity_runner = local_runner(target) if parity else None
+    sizes = _accepted_sizes(model, res)
     for name in model:
         chosen = option_variant(name, parse_options(option)) if option else variant
-        for size in res:
-            request = ExportRequest(name, size, size, target, variant=chosen,
+        for height, width in sizes:
+            request = ExportRequest(name, height, width, target, variant=chosen,
                                     precision=precision or exporter.precisions[0],
                                     weights=str(weights) if weights else None, options=options, device=device)
             artifact = export_artifact(request, exporter, out, parity_runner=parity_runner,
@@ -152,7 +182,8 @@ def run(
     device: Annotated[str, typer.Option(help="Device profile name (see `rbench devices`).")] = "host-cpu",
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model (repeatable; default: the "
                                                         "RETHINED paper's; 'all': every registered model).")] = None,
-    res: Annotated[Optional[list[int]], typer.Option("--res", help="Resolution (repeatable).")] = None,
+    res: Annotated[Optional[list[str]], typer.Option("--res", metavar="N|HxW", help=f"{RES_HELP} Default: "
+                                                     "1024, 2048, 4096.")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant (default: all).")] = None,
     option: OptionOption = None,
     artifact: Annotated[Optional[list[Path]], typer.Option("--artifact", help="Measure this ONNX file as it is, "
@@ -194,13 +225,15 @@ def run(
     if artifact and (model or res or variant or option):
         raise RbenchError("--artifact measures the files given; --model, --res, --variant and --option choose "
                           "models for rbench to export")
+    # a size a model declares it cannot take is stored as an unsupported cell, like the paper's "-"
+    sizes = [parse_resolution(value) for value in res] if res else [(size, size) for size in BENCH_RESOLUTIONS]
     cells = []
     for name in [] if artifact else sweep_models(model):
         spec = get_model_spec(name)
         chosen = [option_variant(name, parse_options(option))] if option else variant
         for var in chosen or list(spec.benchmark_variants):
             spec.variant_options(var)
-            cells += [Cell(name, var, size) for size in res or BENCH_RESOLUTIONS]
+            cells += [Cell(name, var, height, width) for height, width in sizes]
     sweep = Sweep(profile, ResultStore(db), protocol, artifacts, force=force)
     if detach and not sweep.hosted:
         raise RbenchError(f"--detach is for hosted devices; {profile.name} runs while rbench waits")

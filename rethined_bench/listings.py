@@ -55,6 +55,7 @@ def model_info(name: str, *, detail: bool = False) -> dict[str, Any]:
     """One registered model; ``detail`` adds each variant's parameter count, the model's declared limits per
     target and the paper's numbers for it."""
     from .models import BENCH_RESOLUTIONS, get_model_spec
+    from .report.paper import paper_params
 
     spec = get_model_spec(name)
     rule = spec.constraint
@@ -63,7 +64,7 @@ def model_info(name: str, *, detail: bool = False) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": name, "summary": spec.summary, "source": spec.source, "default_variant": spec.default_variant,
         "variants": variants,
-        "params": _params(name), "paper_params_millions": spec.paper_claims.get("table3", {}).get("params"),
+        "params": _params(name), "paper_params_millions": paper_params(name),
         "resolutions": {"multiple_of": rule.multiple_of, "minimum": rule.minimum, "square": rule.square,
                         "why": rule.why, "benchmarked": list(BENCH_RESOLUTIONS)},
     }
@@ -199,13 +200,18 @@ def resolution_rule(rule: dict[str, Any]) -> str:
     return f"multiple of {rule['multiple_of']}, ≥{rule['minimum']}" + (", square" if rule["square"] else "")
 
 
+def size_rule(rule: dict[str, Any]) -> str:
+    """``×512 ≥512 square``: :func:`resolution_rule` in the few characters a listing row has."""
+    return f"×{rule['multiple_of']} ≥{rule['minimum']}" + (" square" if rule["square"] else "")
+
+
 def models_table(rows: list[dict[str, Any]], width: int) -> Table:
-    """One line per model: name, variants, parameters (ours and the paper's), accepted resolutions."""
+    """One line per model: name, variants, parameters (ours and the paper's), accepted sizes (multiple, minimum)."""
     params = [f"{row['params']:,}" for row in rows]
     digits = max(map(len, params), default=0)
     lines = [[row["name"], ", ".join(v["name"] for v in row["variants"]), count.rjust(digits), _origin(row),
-              resolution_rule(row["resolutions"])] for row, count in zip(rows, params)]
-    return one_line_table(["model", "variants", "params", "origin", "resolutions"], lines, width)
+              size_rule(row["resolutions"])] for row, count in zip(rows, params)]
+    return one_line_table(["model", "variants", "params", "origin", "sizes"], lines, width)
 
 
 def _origin(row: dict[str, Any]) -> str:

@@ -74,6 +74,11 @@ _MIGRATIONS = {
 
 
 
+def resolution_label(height: int, width: int) -> str:
+    """How a cell's size is written in labels and reports: ``1024`` when square, else ``1024x576`` (H x W)."""
+    return str(height) if height == width else f"{height}x{width}"
+
+
 @dataclass
 class Result:
     """One cell's outcome. JSON-valued fields are stored as JSON text."""
@@ -110,6 +115,10 @@ class Result:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    @property
+    def resolution_label(self) -> str:
+        return resolution_label(self.height, self.width)
 
     @property
     def cell(self) -> tuple[str, str, str, int, int, str, str]:

@@ -28,20 +28,24 @@ from .plain import PLAIN_VARIANT, adopt
 from .runners.base import Prepared
 from .runners.jobs import JOB_STATES, JobFailed, JobRunner, Submission, finished
 from .runners.local import CellError
-from .store import Result, ResultStore
+from .store import Result, ResultStore, resolution_label
 
 
 @dataclass(frozen=True)
 class Cell:
     model: str
     variant: str
-    resolution: int
-    width: int | None = None  # a file rbench did not export may be non-square; None: square
+    resolution: int  # the height
+    width: int | None = None  # None: square
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.resolution, self.width or self.resolution
 
     @property
     def label(self) -> str:
-        size = self.resolution if self.width in (None, self.resolution) else f"{self.resolution}x{self.width}"
-        return f"{self.model}/{self.variant} @{size}"
+        return f"{self.model}/{self.variant} @{resolution_label(*self.size)}"
 
 
 # the steps a cell goes through, in order, as ``on_phase`` hears them: local cells export, build and measure;
@@ -118,7 +122,7 @@ class Sweep:
 
     def _base(self, cell: Cell, status: str, reason: str | None = None, **fields: Any) -> Result:
         return Result(device=self.profile.name, runner=self.profile.runner, model=cell.model, variant=cell.variant,
-                      height=cell.resolution, width=cell.width or cell.resolution, target=self.profile.target,
+                      height=cell.size[0], width=cell.size[1], target=self.profile.target,
                       precision=self.profile.precision, status=status, reason=reason,
                       protocol_key=self.protocol.key, protocol=self.protocol.to_dict(), **fields)
 
@@ -132,7 +136,7 @@ class Sweep:
         return CellOutcome(cell, status, reason, result)
 
     def _request(self, cell: Cell) -> ExportRequest:
-        return ExportRequest(cell.model, cell.resolution, cell.resolution, self.profile.target, variant=cell.variant,
+        return ExportRequest(cell.model, *cell.size, self.profile.target, variant=cell.variant,
                              precision=self.profile.precision, weights=self.weights.get(cell.model),
                              options=self.export_options, device=self.profile.name)
 

@@ -53,7 +53,7 @@ def test_json_top_level_keys_are_row_defaults(tmp_path):
     ("resolution", "4K", "'resolution' must be a number of pixels, not '4K'"),
     ("resolution", "1024.5", "'resolution' must be a whole number of pixels"),
     ("device", "pixel-9", "unknown device 'pixel-9'"),
-    ("model", "lama", "unknown model 'lama'"),
+    ("model", "lama-xl", "unknown model 'lama-xl'"),
 ])
 def test_a_bad_row_stores_nothing_and_names_the_problem(tmp_path, bad, value, message):
     row = {"device": "iphone-xs", "model": "rethined", "resolution": "1024", "latency_median_ms": "118.4"}

@@ -281,3 +281,22 @@ def test_terminal_prints_reasons_literally():
     console = Console(width=300, record=True)
     console.print(rich_table(table3([failed])))
     assert "input shape [1, 3] rejected" in console.export_text()
+
+
+def test_the_models_own_papers_sit_beside_our_cells_at_their_resolution(devices):
+    """HiFill's Table 2 (GTX 1080 Ti, 512 to 4096) and IN2's Table 9 (RTX 4090, 512) for the models measured here,
+    each next to our cell at that size; a device that measured none of them gets no such table."""
+    from rethined_bench.report.tables import source_papers_table
+
+    results = [make_result("host-cpu", "hifill", 1024, 250.0), make_result("host-cpu", "coordfill", 512, 90.0)]
+    frame = source_papers_table(results).frame
+    hifill = frame[frame[("", "model")] == "hifill"]
+    assert list(hifill[("paper", "resolution")]) == ["512", "1024", "2048", "4096"]
+    assert list(hifill[("paper", "as printed")]) == ["25 ms", "31 ms", "37 ms", "87.3 ms"]
+    assert set(hifill[("paper", "hardware")]) == {"GTX 1080 Ti"}
+    assert list(hifill[("measured", "latency at that resolution (ms)")]) == ["", "250.0", "", ""]
+    coordfill = row_of(frame, "coordfill")
+    assert (coordfill[("paper", "source")], coordfill[("paper", "as printed")],
+            coordfill[("measured", "latency at that resolution (ms)")]) == ("IN2, Table 9", "10 ms", "90.0")
+    assert source_papers_table(devices[0][1]) is None or "hifill" not in set(
+        source_papers_table(devices[0][1]).frame[("", "model")])

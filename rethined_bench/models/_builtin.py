@@ -1,3 +1,3 @@
 """Importing this module registers the built-in models."""
 
-from . import coordfill, lama, migan, rethined, wavepaint  # noqa: F401
+from . import coordfill, hifill, in2, lama, migan, rethined, wavepaint  # noqa: F401

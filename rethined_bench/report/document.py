@@ -9,7 +9,7 @@ from ..devices import DeviceProfile
 from ..store import Result
 from .plots import Figure
 from .tables import (ReportTable, device_table, hosted_note, latency_matrix, load_table, ratio_table, roofline_table,
-                     table2, table3)
+                     source_papers_table, table2, table3)
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,12 @@ def settings_lines(results: list[Result]) -> list[tuple[str, str]]:
 def device_report(profile: DeviceProfile, results: list[Result], figures: list[Figure],
                   detailed: bool = True) -> Report:
     """One device: Table 2 (where the paper measured this device), Table 3, ratios, load time and memory,
-    roofline, figures, settings."""
+    roofline, the models' own papers' numbers (where any measured model has some), figures, settings."""
     intro = (f"Target `{profile.target}` {profile.precision}, runner `{profile.runner}`. {_generated()}")
     tables = ([table2([(profile, results)], detailed)] if profile.paper_table2 else []) + [
         table3(results, detailed), ratio_table(profile, results), load_table(results),
         roofline_table(profile, results), device_table(profile, results)]
+    tables += [table for table in [source_papers_table(results)] if table is not None]
     return Report(profile.name, f"rbench report: {profile.display} (`{profile.name}`)", intro, tables,
                   settings_lines(results), figures)
 

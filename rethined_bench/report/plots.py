@@ -6,6 +6,7 @@ paper's point that FLOPs do not predict latency), and measured latency against t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +36,19 @@ def _ok(results: list[Result]) -> list[Result]:
 
 
 def _latency_vs_resolution(ax: Axes, results: list[Result]) -> bool:
-    by_model: dict[str, list[tuple[int, float]]] = {}
+    """Against the side of a square with as many pixels (√(H·W)); ticks name the sizes (``1024``, ``1024x576``)."""
+    by_model: dict[str, list[tuple[float, float]]] = {}
+    ticks: dict[float, str] = {}
     for r in _ok(results):
-        by_model.setdefault(model_label(r), []).append((r.height, r.latency["median"]))
+        side = math.sqrt(r.height * r.width)
+        ticks[side] = r.resolution_label
+        by_model.setdefault(model_label(r), []).append((side, r.latency["median"]))
     for label, points in sorted(by_model.items()):
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker="o", label=label)
-    ax.set(yscale="log", xlabel="resolution (px, square)", ylabel="median latency (ms)")
+    ax.set(yscale="log", xlabel="resolution (px, √(H·W))", ylabel="median latency (ms)")
     ax.set_xscale("log", base=2)
-    resolutions = sorted({x for points in by_model.values() for x, _ in points})
-    ax.set_xticks(resolutions, [str(x) for x in resolutions])
+    ax.set_xticks(sorted(ticks), [ticks[side] for side in sorted(ticks)])
     return bool(by_model)
 
 
@@ -57,13 +61,13 @@ def _scatter(ax: Axes, points: list[tuple[float, float, str]], xlabel: str) -> b
 
 
 def _latency_vs_flops(ax: Axes, results: list[Result]) -> bool:
-    points = [(r.work["gflops"], r.latency["median"], f"{model_label(r)}@{r.height}")
+    points = [(r.work["gflops"], r.latency["median"], f"{model_label(r)}@{r.resolution_label}")
               for r in _ok(results) if (r.work or {}).get("gflops")]
     return _scatter(ax, points, "GFLOPs (2 per multiply-add, torch FlopCounterMode)")
 
 
 def _measured_vs_roofline(ax: Axes, results: list[Result]) -> bool:
-    points = [(r.roofline["floor_ms"], r.latency["median"], f"{model_label(r)}@{r.height}")
+    points = [(r.roofline["floor_ms"], r.latency["median"], f"{model_label(r)}@{r.resolution_label}")
               for r in _ok(results) if (r.roofline or {}).get("floor_ms")]
     if points:
         low = min(min(x, y) for x, y, _ in points)

@@ -15,8 +15,8 @@ import pandas as pd
 
 from ..devices import DeviceProfile
 from ..models import BENCH_RESOLUTIONS
-from ..store import Result
-from .paper import PAPER_DEVICE, paper_latency, paper_number, paper_table3, safe_spec
+from ..store import Result, resolution_label
+from .paper import PAPER_DEVICE, paper_latency, paper_number, paper_table3, safe_spec, source_claims
 
 TABLE2_RESOLUTION = 1024
 REFERENCE_MODEL = "rethined"
@@ -104,11 +104,11 @@ def _load_text(result: Result) -> str:
     return _number(result.load.get("cold")) if result.load else ""
 
 
-def _by_model(results: Iterable[Result]) -> dict[str, dict[int, Result]]:
-    """label → resolution → result (square resolutions keyed by height)."""
-    cells: dict[str, dict[int, Result]] = {}
+def _by_model(results: Iterable[Result]) -> dict[str, dict[tuple[int, int], Result]]:
+    """label → (height, width) → result."""
+    cells: dict[str, dict[tuple[int, int], Result]] = {}
     for result in results:
-        cells.setdefault(model_label(result), {})[result.height] = result
+        cells.setdefault(model_label(result), {})[(result.height, result.width)] = result
     return dict(sorted(cells.items()))
 
 
@@ -126,7 +126,7 @@ def table2(devices: Iterable[tuple[DeviceProfile, list[Result]]], detailed: bool
             columns += [(group, "paper latency (ms)"), (group, "paper load (ms)")]
         at_1024 = [r for r in results if (r.height, r.width) == (TABLE2_RESOLUTION, TABLE2_RESOLUTION)]
         for label, cells in _by_model(at_1024).items():
-            result = cells[TABLE2_RESOLUTION]
+            result = cells[(TABLE2_RESOLUTION, TABLE2_RESOLUTION)]
             row = rows.setdefault(label, {("", "model"): label})
             row[(group, "latency (ms)")] = cell_text(result, detailed)
             row[(group, "load (ms)")] = _load_text(result)
@@ -151,16 +151,16 @@ def latency_matrix(devices: Iterable[tuple[DeviceProfile, list[Result]]]) -> Rep
     Each measured cell reads "median ms (p90)"; the paper's latency for that device sits in its own column.
     """
     columns: list[Column] = [("", "model"), ("", "resolution")]
-    rows: dict[tuple[str, int], dict[Column, str]] = {}
+    rows: dict[tuple[str, tuple[int, int]], dict[Column, str]] = {}
     for profile, results in devices:
         group = f"{profile.target} → {profile.name} → {profile.precision}"
         columns.append((group, "median ms (p90)"))
-        has_paper = any(paper_latency(profile, r.model, r.height) is not None for r in results)
+        has_paper = any(paper_latency(profile, r.model, (r.height, r.width)) is not None for r in results)
         if has_paper:
             columns.append((group, "paper (ms)"))
         for label, by_res in _by_model(results).items():
             for res, result in by_res.items():
-                row = rows.setdefault((label, res), {("", "model"): label, ("", "resolution"): str(res)})
+                row = rows.setdefault((label, res), {("", "model"): label, ("", "resolution"): resolution_label(*res)})
                 row[(group, "median ms (p90)")] = _median_p90(result)
                 if has_paper and label == result.model:
                     row[(group, "paper (ms)")] = paper_number(paper_latency(profile, result.model, res))
@@ -201,7 +201,7 @@ def device_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
                              ("", "target runtime"), ("", "precision"), ("", "inference time (ms)"),
                              ("", "peak memory (MB)"), ("", "compute units")]
     rows = [{
-        ("", "model"): model_label(r), ("", "resolution"): str(r.height), ("", "device"): profile.display,
+        ("", "model"): model_label(r), ("", "resolution"): r.resolution_label, ("", "device"): profile.display,
         ("", "chipset"): chipset, ("", "target runtime"): f"{r.target} ({r.runner})", ("", "precision"): r.precision,
         ("", "inference time (ms)"): cell_text(r),
         ("", "peak memory (MB)"): f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "",
@@ -224,11 +224,11 @@ def table3(results: list[Result], detailed: bool = False) -> ReportTable:
     rows = []
     for label, cells in _by_model(results).items():
         any_result = next(iter(cells.values()))
-        work = (cells[2048].work if 2048 in cells else None) or {}
+        work = (cells[(2048, 2048)].work if (2048, 2048) in cells else None) or {}
         params = next((r.work["params"] for r in cells.values() if r.work and r.work.get("params")), None)
         row: dict[Column, str] = {("", "model"): label}
         for res in BENCH_RESOLUTIONS:
-            row[("measured", f"latency {res} (ms)")] = cell_text(cells.get(res), detailed)
+            row[("measured", f"latency {res} (ms)")] = cell_text(cells.get((res, res)), detailed)
         row[("measured", "fvcore GMACs @2048")] = f"{work['fvcore_gmacs']:.2f}" \
             if work.get("fvcore_gmacs") is not None else ""
         row[("measured", "GFLOPs @2048")] = f"{work['gflops']:.1f}" if work.get("gflops") is not None else ""
@@ -263,7 +263,8 @@ def ratio_table(profile: DeviceProfile, results: list[Result]) -> ReportTable:
             paper = paper_latency(profile, result.model, res) if default else None
             paper_ref = paper_latency(profile, REFERENCE_MODEL, res)
             rows.append({
-                ("", "model"): label, ("", "resolution"): str(res), ("measured", "median (ms)"): cell_text(result),
+                ("", "model"): label, ("", "resolution"): resolution_label(*res),
+                ("measured", "median (ms)"): cell_text(result),
                 ("measured", f"÷ {REFERENCE_MODEL}"): _ratio(median, _median(reference.get(res))),
                 ("paper", "latency (ms)"): paper_number(paper),
                 ("paper", f"÷ {REFERENCE_MODEL}"): _ratio(paper, paper_ref),
@@ -282,7 +283,7 @@ def load_table(results: list[Result]) -> ReportTable:
     columns: list[Column] = [("", "model"), ("", "resolution"), ("load", "cold (ms)"), ("load", "warm (ms)"),
                              ("", "first inference (ms)"), ("", "peak inference memory (MB)")]
     rows = [{
-        ("", "model"): model_label(r), ("", "resolution"): str(r.height),
+        ("", "model"): model_label(r), ("", "resolution"): r.resolution_label,
         ("load", "cold (ms)"): _number(r.load.get("cold")), ("load", "warm (ms)"): _number(r.load.get("warm")),
         ("", "first inference (ms)"): _number(r.first_inference_ms),
         ("", "peak inference memory (MB)"): _number(r.peak_memory_mb, 0),
@@ -306,7 +307,7 @@ def roofline_table(profile: DeviceProfile, results: list[Result]) -> ReportTable
             continue
         floor, median = r.roofline["floor_ms"], r.latency["median"]
         rows.append({
-            ("", "model"): model_label(r), ("", "resolution"): str(r.height), ("", "median (ms)"): f"{median:.1f}",
+            ("", "model"): model_label(r), ("", "resolution"): r.resolution_label, ("", "median (ms)"): f"{median:.1f}",
             ("roofline", "floor (ms)"): f"{floor:.1f}", ("roofline", "bound"): str(r.roofline.get("bound", "")),
             ("roofline", "measured / floor"): f"{median / floor:.1f}×",
             ("roofline", "efficiency"): f"{floor / median:.1%}",
@@ -318,3 +319,33 @@ def roofline_table(profile: DeviceProfile, results: list[Result]) -> ReportTable
                f"({source}); bytes are an estimate (weights read once, every activation written and read once). "
                "Efficiency = floor / measured.")
     return ReportTable("roofline", "Roofline", caption, _frame(columns, rows))
+
+
+def source_papers_table(results: list[Result]) -> ReportTable | None:
+    """The seed papers' own numbers for the models measured here (HiFill's Table 2, IN2's Table 9, WaveMix's
+    throughput, LaMa's sizes), each beside our measurement at the same size; None when no measured model has any."""
+    measured = {(r.model, r.variant) for r in results}
+    rows = []
+    for claim in source_claims():
+        spec = safe_spec(claim.model)
+        variant = claim.variant or spec.default_variant
+        if (claim.model, variant) not in measured:
+            continue
+        cells = {(r.height, r.width): r for r in results if (r.model, r.variant) == (claim.model, variant)}
+        ours = cells.get((claim.resolution, claim.resolution)) if claim.resolution else None
+        params = next((r.work["params"] for r in cells.values() if r.work and r.work.get("params")), None)
+        rows.append({
+            ("", "model"): claim.model if variant == spec.default_variant else f"{claim.model} ({variant})",
+            ("paper", "source"): claim.source, ("paper", "hardware"): claim.hardware,
+            ("paper", "resolution"): str(claim.resolution or ""), ("paper", "as printed"): claim.printed,
+            ("paper", "params (M)"): paper_number(claim.params_millions),
+            ("measured", "latency at that resolution (ms)"): cell_text(ours),
+            ("measured", "params (M)"): f"{params / 1e6:.2f}" if params else "",
+        })
+    if not rows:
+        return None
+    columns = list(rows[0])
+    caption = ("The source papers' own numbers for these models, as printed, on the paper's hardware (not this "
+               "device): reference points for scaling and size, never mixed with ours. *measured* is this device at "
+               "the paper's resolution, where a cell was measured there (`rbench run --res`).")
+    return ReportTable("source_papers", "The models' own papers", caption, _frame(columns, rows))
