@@ -140,7 +140,7 @@ class Result:
             "first_inference_ms": self.first_inference_ms,
             "peak_memory_mb": self.peak_memory_mb,
             "params": work.get("params"), "fvcore_gmacs": work.get("fvcore_gmacs"), "gflops": work.get("gflops"),
-            "bytes": work.get("bytes"),
+            "bytes": work.get("bytes"), "work_data_dependent": bool(work.get("data_dependent", False)),
             "roofline_floor_ms": (self.roofline or {}).get("floor_ms"),
             "roofline_bound": (self.roofline or {}).get("bound"),
             "artifact": self.artifact, "artifact_sha256": self.artifact_sha256,

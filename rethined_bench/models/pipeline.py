@@ -33,9 +33,21 @@ class InpaintingPipeline(nn.Module):
 
 
 def composite(image: torch.Tensor, filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Known pixels from ``image``, hole pixels (mask > 0.5) from ``filled`` clamped to [0,1].
+    """Known pixels from ``image``, hole pixels (mask > 0.5) from ``filled`` clamped to [0,1]."""
+    return select(hole_of(mask), filled.clamp(0.0, 1.0), image)
 
-    A select, not ``image·(1−m) + filled·m``: one pass over the image instead of four at 4096², equal for a binary
-    mask, and a hole pixel's content (NaN included) cannot reach a known pixel through a multiply by zero.
+
+def hole_of(mask: torch.Tensor) -> torch.Tensor:
+    """The binary hole map (1.0 where mask > 0.5) of a (B,1,H,W) mask."""
+    return (mask > 0.5).to(mask.dtype)
+
+
+def select(hole: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """``inside`` where ``hole`` is 1, ``outside`` where it is 0; ``hole`` (B,1,H,W) binary, images (B,C,H,W).
+
+    Arithmetic on the map expanded to the images' channels: at 4096² ONNX Runtime's ``Where`` and its broadcasting
+    multiplies each take several times a plain elementwise pass. Exact for finite values: a pixel takes one side
+    times 1 plus the other times 0, so the other side (a hole's content, for the known pixels) never shows.
     """
-    return torch.where(mask > 0.5, filled.clamp(0.0, 1.0), image)
+    hole = hole.expand_as(inside)
+    return inside * hole + outside * (1.0 - hole)

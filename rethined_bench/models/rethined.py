@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DepthwiseSeparable, RepConvBlock, randomize_batchnorm
-from .pipeline import InpaintingPipeline
+from .pipeline import InpaintingPipeline, hole_of, select
 from .registry import ResolutionConstraint, register_model
 
 MASK_BIAS = 1e4  # finite: exact in fp16 (max 65504), and exp(-1e4) underflows to 0 in every precision
@@ -302,7 +302,7 @@ class AttentionUpscaling(nn.Module):
 
     def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
                 hole_tokens: torch.Tensor) -> torch.Tensor:
-        """``hole``: (B,1,H,W) bool; ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
+        """``hole``: (B,1,H,W) 1.0 for a hole pixel; ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
         scale = image.shape[-1] // lr_result.shape[-1]
         base = F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
         if self.form == "reference":
@@ -317,13 +317,12 @@ class AttentionUpscaling(nn.Module):
 
     def _high(self, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """High frequencies of the image with its hole filled by ``base`` (so the hole's border adds none)."""
-        source = torch.where(hole, base, image)
+        source = select(hole, base, image)
         return source - self.lowpass(source)
 
     def _reference(self, base: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
                    hr_patch: int) -> torch.Tensor:
-        mask = hole.to(image.dtype)
-        source = image * (1.0 - mask) + base * mask
+        source = image * (1.0 - hole) + base * hole
         high = patches_to_tokens(source - self.lowpass.divided(source), hr_patch)
         grid = (base.shape[-2] // hr_patch, base.shape[-1] // hr_patch)
         mixed = mix_dense(attention, high) if self.mode == "dense" else mix_topk(attention, high, self.k)
@@ -386,13 +385,13 @@ class Rethined(InpaintingPipeline):
 
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scale = image.shape[-2] // self.config.lr_size  # square, an exact multiple (checked by the constraint)
-        hole = mask > 0.5
+        hole = hole_of(mask)
         if scale > 1:
             # a known LR pixel has only known pixels under it, so pooling the image there pools the known image
             mask_lr = F.max_pool2d(mask, scale, scale)
-            image_lr = torch.where(mask_lr > 0.5, 0.0, F.avg_pool2d(image, scale, scale))
+            image_lr = F.avg_pool2d(image, scale, scale) * (1.0 - hole_of(mask_lr))
         else:
-            mask_lr, image_lr = mask, torch.where(hole, 0.0, image)
+            mask_lr, image_lr = mask, image * (1.0 - hole)
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
         refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
