@@ -279,7 +279,8 @@ def load_artifacts(path: Path) -> dict[CellKey, Any]:
 
     if not path.exists():
         raise RbenchError(f"no artifact or directory at {path}")
-    manifests = sorted(m for m in path.glob("*.json") if m.with_suffix("").exists()) if path.is_dir() else [path]
+    directory = path.is_dir() and path.suffix != ".mlpackage"  # a package is one artifact, not a folder of them
+    manifests = sorted(m for m in path.glob("*.json") if m.with_suffix("").exists()) if directory else [path]
     found: dict[CellKey, Any] = {}
     for manifest in manifests:
         artifact = _adopted(manifest) if _is_plain(manifest) else Artifact.load(manifest)
@@ -294,10 +295,11 @@ def load_artifacts(path: Path) -> dict[CellKey, Any]:
 
 
 def _is_plain(path: Path) -> bool:
-    """A file rbench did not export: an ONNX without a manifest beside it."""
+    """A file rbench did not export: an ONNX file or a Core ML package without a manifest beside it."""
     from .artifact import manifest_path_for
 
-    return path.is_file() and path.suffix == ".onnx" and not manifest_path_for(path).is_file()
+    is_model = (path.is_file() and path.suffix == ".onnx") or (path.is_dir() and path.suffix == ".mlpackage")
+    return is_model and not manifest_path_for(path).is_file()
 
 
 @cache
@@ -309,8 +311,9 @@ def _adoption_dir() -> Path:
 
 
 def _adopted(path: Path) -> Any:
-    """A plain ONNX file as an artifact (:func:`rethined_bench.plain.adopt`): timed on ONNX Runtime here, and
-    compared exactly on what the file shows (op counts, weight bytes, size, parameters)."""
+    """A plain ONNX file or Core ML package as an artifact (:func:`rethined_bench.plain.adopt`): timed where its
+    format runs (ONNX Runtime here; Core ML on a Mac), and compared exactly on what the file shows (op counts,
+    weight bytes, size, parameters)."""
     from .plain import adopt
 
     return adopt(path, _adoption_dir())

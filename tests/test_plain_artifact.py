@@ -1,5 +1,5 @@
 """Files rbench did not export: an ONNX with its own input names, measured, stored under its stem and sha256, and
-gated (A/B timing, exact mode on what the file shows), through the CLI."""
+gated (A/B timing, exact mode on what the file shows), through the CLI; a Core ML package adopted for Core ML."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from rethined_bench.errors import RbenchError
@@ -66,7 +67,7 @@ def test_dynamic_shapes_and_non_onnx_files_are_one_line(tmp_path):
     with pytest.raises(RbenchError, match=r"'photo' has the dynamic shape \['n', 3, 48, 64\]"):
         adopt(user_onnx(tmp_path / "dyn.onnx", dynamic=True), tmp_path / "artifacts")
     (tmp_path / "net.pt").write_bytes(b"not onnx")
-    with pytest.raises(RbenchError, match="must be an ONNX file"):
+    with pytest.raises(RbenchError, match="must be an ONNX file \(.onnx\) or a Core ML package"):
         adopt(tmp_path / "net.pt", tmp_path / "artifacts")
 
 
@@ -96,3 +97,48 @@ def test_rbench_check_gates_plain_files_on_what_they_show(tmp_path):
     assert failed.returncode == 1, failed.stdout + failed.stderr
     structural = json.loads((tmp_path / "s.json").read_text())["structural"]
     assert {(d["metric"], d["failed"]) for d in structural} >= {("Relu", True), ("nodes", True)}
+
+
+class _UserNet(torch.nn.Module):
+    """photo·(1−hole_mask) through one conv, with the user's own input names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, photo, hole_mask):
+        return self.conv(photo * (1 - hole_mask))
+
+
+def user_mlpackage(path: Path) -> Path:
+    """A Core ML package converted here (conversion runs on Linux; prediction needs macOS)."""
+    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
+    torch.manual_seed(0)
+    example = (torch.rand(1, 3, 48, 64), torch.zeros(1, 1, 48, 64))
+    program = torch.export.export(_UserNet().eval(), example).run_decompositions({})
+    model = ct.convert(program, inputs=[ct.TensorType(name="photo", shape=example[0].shape),
+                                        ct.TensorType(name="hole_mask", shape=example[1].shape)],
+                       convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+                       minimum_deployment_target=ct.target.iOS16)
+    model.save(str(path))
+    return path
+
+
+def test_a_core_ml_package_is_adopted_for_core_ml_only(tmp_path):
+    package = user_mlpackage(tmp_path / "net.mlpackage")
+    manifest = adopt(package, tmp_path / "artifacts").manifest
+    assert manifest["target"] == "coreml" and manifest["precision"] == "fp16" and manifest["file"].endswith(
+        ".mlpackage")
+    assert [(i["name"], i["shape"], i["dtype"]) for i in manifest["inputs"]] == [  # fp16 I/O at iOS16, as converted
+        ("photo", [1, 3, 48, 64], "float16"), ("hole_mask", [1, 1, 48, 64], "float16")]
+    assert inputs_for(manifest)["photo"].dtype == np.float16
+    assert manifest["resolution"] == [48, 64] and manifest["params"]["deploy"] == 3 * 3 * 9 + 3
+    assert manifest["graph"]["format"] == "mlprogram" and manifest["graph"]["ops"].get("conv") == 1
+    with pytest.raises(RbenchError, match="a .mlpackage file goes to coreml, not onnx"):
+        adopt(package, tmp_path / "artifacts", target="onnx")
+    with pytest.raises(RbenchError, match="goes to onnx, tensorrt, qnn, not coreml"):
+        adopt(user_onnx(tmp_path / "net.onnx"), tmp_path / "artifacts", target="coreml")
+    refused = rbench("run", "--device", "host-cpu", "--artifact", str(package), "--db", str(tmp_path / "r.sqlite"),
+                     cwd=tmp_path)
+    assert refused.returncode == 2 and "goes to coreml, not onnx (device host-cpu runs onnx" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
