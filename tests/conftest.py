@@ -62,3 +62,16 @@ def assert_ignores_hole_content():
         assert torch.equal(out, expected), f"hole content leaks: max diff {float((out - expected).abs().max())}"
 
     return check
+
+
+def mlprogram_of(model, image: torch.Tensor, mask: torch.Tensor):
+    """``model`` converted to a Core ML ML Program the way the model tests check it (torch.export, iOS16, the
+    pipeline's I/O names), and the op types of its functions; skips without the coreml extra."""
+    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
+    program = torch.export.export(model, (image, mask)).run_decompositions({})
+    mlmodel = ct.convert(program, inputs=[ct.TensorType(name="image", shape=image.shape),
+                                          ct.TensorType(name="mask", shape=mask.shape)],
+                         outputs=[ct.TensorType(name="inpainted")], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS16)
+    ops = [op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations]
+    return mlmodel, ops

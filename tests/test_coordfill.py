@@ -24,6 +24,8 @@ from rethined_bench.models import create_model, get_model_spec
 from rethined_bench.models.layers import FourierUnit, RealDFT2d
 from rethined_bench.optimize import deploy, deploy_leftovers
 
+from conftest import mlprogram_of
+
 DATA = Path(__file__).parent / "data"
 OFFICIAL_PARAMS = 31_637_010
 # ops that would make the graph data-dependent or need an FFT kernel (ORT-CUDA, TensorRT and QNN have none)
@@ -307,14 +309,7 @@ def test_onnx_export_large(model, tmp_path, size, opset):
 
 @pytest.mark.slow  # tests/test_coreml.py converts every model at 1024 by default, with structural checks
 def test_coreml_conversion_1024(model, inputs_1024):
-    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
-    image, mask = inputs_1024
-    program = torch.export.export(model, (image, mask)).run_decompositions({})
-    mlmodel = ct.convert(program,
-                         inputs=[ct.TensorType(name="image", shape=image.shape),
-                                 ct.TensorType(name="mask", shape=mask.shape)],
-                         outputs=[ct.TensorType(name="inpainted")],
-                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
-    ops = {op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations}
+    _, ops = mlprogram_of(model, *inputs_1024)
+    ops = set(ops)
     assert {"conv", "matmul", "leaky_relu", "tanh"} <= ops
     assert not {op for op in ops if "fft" in op}  # the DFT stays matmuls

@@ -20,6 +20,8 @@ from rethined_bench.inputs import make_inputs
 from rethined_bench.models import create_model, get_model_spec, sweep_models
 from rethined_bench.models.layers.gated import GatedConv2d, same_padding
 
+from conftest import mlprogram_of
+
 # Hifill-tensorflow@HEAD model_logs/places2/0.index: its generator variables, and their totals per part
 TF_GENERATOR_VARIABLES = 192
 TF_PARAMS = {"": 2_722_791, "coarse.": 811_489, "refine.": 1_911_302, "refine.re_en_": 319_616,
@@ -272,13 +274,6 @@ def test_onnx_at_1024_holds_cra_without_fold_ops(tmp_path):
 
 @pytest.mark.slow  # conversion at 1024² takes longer than 15 s here
 def test_coreml_conversion_1024(model):
-    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
-    image, mask = make_inputs(1024, 1024, seed=3)
-    program = torch.export.export(model, (image, mask)).run_decompositions({})
-    mlmodel = ct.convert(program,
-                         inputs=[ct.TensorType(name="image", shape=image.shape),
-                                 ct.TensorType(name="mask", shape=mask.shape)],
-                         outputs=[ct.TensorType(name="inpainted")],
-                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
-    ops = {op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations}
+    _, ops = mlprogram_of(model, *make_inputs(1024, 1024, seed=3))
+    ops = set(ops)
     assert {"conv", "matmul", "softmax", "pixel_shuffle", "pixel_unshuffle"} <= ops

@@ -30,6 +30,8 @@ from rethined_bench.models.migan import (
 )
 from rethined_bench.optimize import deploy, deploy_leftovers
 
+from conftest import mlprogram_of
+
 DATA = Path(__file__).parent / "data"
 EXPECTED_PARAMS = {512: 5_973_366, 256: 5_943_617}
 
@@ -361,20 +363,10 @@ def test_onnx_export_1024_matches_pytorch(model, inputs_1024, reference_1024, tm
 
 @pytest.mark.slow  # tests/test_coreml.py converts every model at 1024 by default, with structural checks
 def test_coreml_conversion_1024(model, inputs_1024):
-    ct = pytest.importorskip("coremltools")
-    image, mask = inputs_1024
-    program = torch.export.export(model, (image, mask)).run_decompositions({})
-    mlmodel = ct.convert(
-        program,
-        inputs=[ct.TensorType(name="image", shape=image.shape), ct.TensorType(name="mask", shape=mask.shape)],
-        outputs=[ct.TensorType(name="inpainted")],
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS16,
-    )
+    mlmodel, ops = mlprogram_of(model, *inputs_1024)
     spec = mlmodel.get_spec()
     assert [i.name for i in spec.description.input] == ["image", "mask"]
     assert [o.name for o in spec.description.output] == ["inpainted"]
-    ops = [op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations]
     assert ops.count("upsample_nearest_neighbor") == 14 and ops.count("conv") == 73 + 7 + 14
     assert "pad" not in ops
 

@@ -26,6 +26,8 @@ from rethined_bench.models import create_model, get_model_spec
 from rethined_bench.models.blocks import randomize_batchnorm
 from rethined_bench.optimize import deploy
 
+from conftest import mlprogram_of
+
 MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "state_dicts"
 # variant -> (manifest file, sha256 of json.dumps(manifest["state_dict"]), parameters, state_dict keys)
 OFFICIAL = {
@@ -136,16 +138,9 @@ def test_non_square_multiples_of_four_run():
 
 @pytest.mark.slow  # converting the 4×4 model at 1024² takes 15 s on two cores
 def test_coreml_conversion_1024():
-    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
     spec = get_model_spec("wavepaint")
     model = deploy(create_model("wavepaint", **spec.form_options(spec.default_variant, "coreml")))
-    image, mask = make_inputs(1024, 1024, seed=7)
-    program = torch.export.export(model, (image, mask)).run_decompositions({})
-    mlmodel = ct.convert(program,
-                         inputs=[ct.TensorType(name="image", shape=image.shape),
-                                 ct.TensorType(name="mask", shape=mask.shape)],
-                         outputs=[ct.TensorType(name="inpainted")],
-                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
-    ops = {op.op_type for function in mlmodel._mil_program.functions.values() for op in function.operations}
+    _, ops = mlprogram_of(model, *make_inputs(1024, 1024, seed=7))
+    ops = set(ops)
     assert {"conv", "conv_transpose", "gelu"} <= ops
     assert "batch_norm" not in ops

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FFCLayer
+from .layers import FFCLayer, FFCResnetBlock
 from .pipeline import InpaintingPipeline
 from .registry import ResolutionConstraint, register_model
 
@@ -195,26 +195,13 @@ class AttentionGroup(nn.Module):
 # ------------------------------------------------------------------------------------------------- encoder
 
 
-class FFCResBlock(nn.Module):
-    """LaMa's FFC residual block: two 3×3 FFC layers (BatchNorm, ReLU), a residual on each stream."""
-
-    def __init__(self, dim: int, fft: str) -> None:
-        super().__init__()
-        self.conv1 = FFCLayer(dim, dim, 3, GLOBAL_RATIO, GLOBAL_RATIO, padding=1, fft=fft)
-        self.conv2 = FFCLayer(dim, dim, 3, GLOBAL_RATIO, GLOBAL_RATIO, padding=1, fft=fft)
-
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y_l, y_g = self.conv2(*self.conv1(x_l, x_g))
-        return x_l + y_l, x_g + y_g
-
-
 class DownsampleProcessingBlock(nn.Module):
     """Stride-2 3×3 conv into (local, global) FFC streams, FFC residual blocks, then a residual CAB."""
 
     def __init__(self, in_ch: int, out_ch: int, fft: str) -> None:
         super().__init__()
         self.down = FFCLayer(in_ch, out_ch, 3, 0.0, GLOBAL_RATIO, stride=2, padding=1, fft=fft)
-        self.ffc = nn.ModuleList(FFCResBlock(out_ch, fft) for _ in range(FFC_BLOCKS))
+        self.ffc = nn.ModuleList(FFCResnetBlock(out_ch, fft, GLOBAL_RATIO) for _ in range(FFC_BLOCKS))
         self.cab = ChannelAttentionBlock(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,7 +356,7 @@ def init_weights(net: IN2Net) -> IN2Net:
                 nn.init.zeros_(module.bias)
     with torch.no_grad():
         for module in net.modules():
-            if isinstance(module, FFCResBlock):
+            if isinstance(module, FFCResnetBlock):
                 for conv in (*sum(module.conv2.ffc.stream_convs(), []),):
                     conv.weight.mul_(RESIDUAL_GAIN)
             elif isinstance(module, ChannelAttentionBlock):

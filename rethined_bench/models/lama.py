@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import FFCLayer
+from .layers import FFCLayer, FFCResnetBlock
 from .pipeline import InpaintingPipeline
 from .registry import ResolutionConstraint, register_model
 
@@ -60,19 +60,6 @@ RESIDUAL_GAIN = 0.5  # seeded init: a block's second layer is scaled by RESIDUAL
 OUTPUT_GAIN = 0.5  # seeded init: scale of the output conv (the sigmoid sees a spread, neither flat nor saturated)
 GENERATOR_PREFIX = "generator."  # where the Lightning training module holds the generator
 NO_FFT_TARGETS = ("onnx", "tensorrt", "qnn")
-
-
-class FFCResnetBlock(nn.Module):
-    """Two FFC layers (BatchNorm + ReLU each) with a residual per stream: ``x + conv2(conv1(x))``."""
-
-    def __init__(self, channels: int, fft: str) -> None:
-        super().__init__()
-        self.conv1 = FFCLayer(channels, channels, 3, GLOBAL_RATIO, GLOBAL_RATIO, padding=1, fft=fft)
-        self.conv2 = FFCLayer(channels, channels, 3, GLOBAL_RATIO, GLOBAL_RATIO, padding=1, fft=fft)
-
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y_l, y_g = self.conv2(*self.conv1(x_l, x_g))
-        return x_l + y_l, x_g + y_g
 
 
 class ConcatStreams(nn.Module):
@@ -101,7 +88,7 @@ class LamaGenerator(nn.Module):
             decoder += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
                         nn.BatchNorm2d(channels // 2), nn.ReLU()]
         decoder += [nn.ReflectionPad2d(3), nn.Conv2d(BASE, 3, 7), nn.Sigmoid()]
-        self.model = nn.Sequential(*encoder, *(FFCResnetBlock(BOTTLENECK, fft) for _ in range(blocks)),
+        self.model = nn.Sequential(*encoder, *(FFCResnetBlock(BOTTLENECK, fft, GLOBAL_RATIO) for _ in range(blocks)),
                                    ConcatStreams(), *decoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,11 @@
 
 from .dft import RealDFT2d, dft_tables, irfft2, rfft2
 from .ffc import (
-    FFC, FFT_MODES, NORMS, FFCLayer, FourierUnit, SpectralTransform, UnusedBatchNorm, fold_batchnorm_into_sum,
+    FFC, FFT_MODES, NORMS, FFCLayer, FFCResnetBlock, FourierUnit, SpectralTransform, UnusedBatchNorm, fold_batchnorm_into_sum,
     split_channels,
 )
 
 __all__ = [
-    "FFC", "FFT_MODES", "NORMS", "FFCLayer", "FourierUnit", "RealDFT2d", "SpectralTransform", "UnusedBatchNorm",
+    "FFC", "FFT_MODES", "NORMS", "FFCLayer", "FFCResnetBlock", "FourierUnit", "RealDFT2d", "SpectralTransform", "UnusedBatchNorm",
     "dft_tables", "fold_batchnorm_into_sum", "irfft2", "rfft2", "split_channels",
 ]

@@ -234,3 +234,17 @@ class FFCLayer(nn.Module):
                 fold_batchnorm_into_sum(convs, getattr(self, name))
                 setattr(self, name, nn.Identity())
         self.is_reparameterized = True
+
+
+class FFCResnetBlock(nn.Module):
+    """LaMa's residual block: two 3×3 FFC layers (BatchNorm + ReLU each), a residual on each stream:
+    ``x + conv2(conv1(x))``. ``ratio`` is the global share of the channels on both sides (LaMa: 0.75)."""
+
+    def __init__(self, channels: int, fft: str, ratio: float = 0.75) -> None:
+        super().__init__()
+        self.conv1 = FFCLayer(channels, channels, 3, ratio, ratio, padding=1, fft=fft)
+        self.conv2 = FFCLayer(channels, channels, 3, ratio, ratio, padding=1, fft=fft)
+
+    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y_l, y_g = self.conv2(*self.conv1(x_l, x_g))
+        return x_l + y_l, x_g + y_g
