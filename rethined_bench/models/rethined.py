@@ -25,7 +25,7 @@ Pipeline (mask 1 = hole):
 High resolution at the memory floor: at 4096² one pass over the image is 200 MB, and the low-resolution network
 costs the same at every size, so the HR path is what scales. It is laid out as few passes as the function allows
 (:class:`AttentionUpscaling`): patches move by one row gather instead of 6-D unshuffle/shuffle transposes, the hole
-is filled and the result composited by selects, the low-pass normaliser is one multiply, and ``dense`` multiplies
+is filled and the result composited by selects, and ``dense`` multiplies
 only hole queries by known keys where the target runs data-dependent shapes. ``benchmarks/upscaler_forms.py``
 measures it against the original formulation (``upscale_form="reference"``), which the tests hold it equal to.
 
@@ -193,17 +193,11 @@ class GaussianLowPass(nn.Module):
         return F.conv2d(x, self.taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the border normaliser is separable: its reciprocal is built from its row and column factors at run time,
-        # so that an exporter's constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²), and it
-        # costs one multiply over the image where dividing by each factor in turn took two divisions
+        # the border normaliser is separable: divide by its row and column factors in turn, so an exporter's
+        # constant folding keeps H + W numbers instead of an H×W map (64 MB at 4096²; a product of the two factors
+        # would be folded into one)
         row_norm = self._blur_rows(torch.ones_like(x[:1, :1, :1, :]))  # (1,1,1,W); ones_like converts everywhere
         column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
-        return self._blur_columns(self._blur_rows(x)) * (column_norm.reciprocal() * row_norm.reciprocal())
-
-    def divided(self, x: torch.Tensor) -> torch.Tensor:
-        """The original order (blur rows, divide, blur columns, divide): the reference upscaler's form."""
-        row_norm = self._blur_rows(torch.ones_like(x[:1, :1, :1, :]))
-        column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
 
@@ -258,13 +252,13 @@ class PatchRows:
         gh, gw = self.grid
         offsets = self._offsets(source).view(self.batch, 1, gh, 1, gw)
         index = self._plane_rows(source.device).view(self.batch, self.channels, 1, self.patch, 1) + offsets
-        return self.table(image).index_select(0, index.flatten()).view(image.shape)
+        return self.table(image).index_select(0, _indices(index)).view(image.shape)
 
     def tokens(self, image: torch.Tensor, item: int, tokens: torch.Tensor) -> torch.Tensor:
         """Patches ``tokens`` (n,) of batch item ``item`` in token-major order (n, C·P²), as ``pixel_unshuffle``."""
         rows = self._plane_rows(tokens.device)[item].view(1, self.channels, self.patch)
         index = rows + self._offsets(tokens).view(-1, 1, 1)
-        return self.table(image).index_select(0, index.flatten()).view(-1, self.channels * self.patch**2)
+        return self.table(image).index_select(0, _indices(index)).view(-1, self.channels * self.patch**2)
 
     def placed(self, tokens: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """A (1, C, H, W) image whose patch ``t`` is row ``rank[t]`` of ``tokens`` (n, C·P²) (rank: (gh·gw,))."""
@@ -272,8 +266,14 @@ class PatchRows:
         c = torch.arange(self.channels, device=rank.device).view(self.channels, 1, 1, 1)
         y = torch.arange(self.patch, device=rank.device).view(1, 1, self.patch, 1)
         index = (rank.view(1, gh, 1, gw) * self.channels + c) * self.patch + y
-        out = tokens.reshape(-1, self.patch).index_select(0, index.flatten())
+        out = tokens.reshape(-1, self.patch).index_select(0, _indices(index))
         return out.view(1, self.channels, self.height, gw * self.patch)
+
+
+def _indices(index: torch.Tensor) -> torch.Tensor:
+    """Row indices as int32: Core ML's gather takes no other integer type (its converter computes this index
+    arithmetic in fp32, exact below 2^24 rows: 786,432 at 4096²)."""
+    return index.flatten().to(torch.int32)
 
 
 UPSCALE_FORMS = ("rows", "compact", "reference")
@@ -323,7 +323,7 @@ class AttentionUpscaling(nn.Module):
     def _reference(self, base: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
                    hr_patch: int) -> torch.Tensor:
         source = image * (1.0 - hole) + base * hole
-        high = patches_to_tokens(source - self.lowpass.divided(source), hr_patch)
+        high = patches_to_tokens(source - self.lowpass(source), hr_patch)
         grid = (base.shape[-2] // hr_patch, base.shape[-1] // hr_patch)
         mixed = mix_dense(attention, high) if self.mode == "dense" else mix_topk(attention, high, self.k)
         return tokens_to_image(mixed, hr_patch, grid)
