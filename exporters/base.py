@@ -91,6 +91,9 @@ class Exporter(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     settings_class: ClassVar[type] = NoSettings
     local_runner: ClassVar[str | None] = None
+    # the artifact carries its precision (an fp16 ONNX graph, an fp16 Core ML program); False where fp16 is the
+    # device build's choice (TensorRT, QNN)
+    halves_graph: ClassVar[bool] = True
 
     @abc.abstractmethod
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
@@ -101,6 +104,12 @@ class Exporter(abc.ABC):
     def graph(self, path: Path) -> dict[str, Any]:
         """The target-neutral graph summary every manifest carries (``GRAPH_KEYS``): format, node count, node
         count by op type, weight bytes by dtype. The regression gate compares it exactly, for every target."""
+
+    def build_fields(self, options: dict[str, Any], precision: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Manifest fields for a device build made from the artifact (none where it runs as it is), from the
+        target's settings, the precision and the artifact's inputs (name, shape, dtype): also for files rbench did
+        not export (:mod:`rethined_bench.plain`)."""
+        return {}
 
     def options(self, request: ExportRequest) -> dict[str, Any]:
         """The request's options checked against ``settings_class``, with its defaults filled in."""

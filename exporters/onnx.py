@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import onnx
@@ -172,7 +172,6 @@ class OnnxExporter(Exporter):
     precisions = ("fp32", "fp16")
     settings_class = OnnxSettings
     local_runner = "local-ort"
-    halves_graph: ClassVar[bool] = True  # False where fp16 is the device build's choice (TensorRT, QNN)
 
     def convert(self, model: nn.Module, request: ExportRequest, path: Path,
                 example: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
@@ -187,12 +186,6 @@ class OnnxExporter(Exporter):
         specs = [{"name": name, "shape": list(tensor.shape), "dtype": "float32"}
                  for name, tensor in zip(INPUT_NAMES, example)]
         return {"onnx": fields | graph_statistics(path)} | self.build_fields(request.options, request.precision, specs)
-
-    def build_fields(self, options: dict[str, Any], precision: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Manifest fields for the device build of a target that builds from this ONNX (none for ONNX Runtime), from
-        the target's settings, the precision and the ONNX's inputs (name, shape, dtype): also for files rbench did
-        not export (:mod:`rethined_bench.plain`)."""
-        return {}
 
     def graph(self, path: Path) -> dict[str, Any]:
         return onnx_graph(path)

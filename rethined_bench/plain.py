@@ -155,8 +155,8 @@ def adopt(path: Path, out_dir: Path, *, target: str | None = None, precision: st
             return cached
     contents = read(path)
     exporter = create_exporter(target)
-    builds_precision = getattr(exporter, "halves_graph", True) is False  # TensorRT, QNN: the build chooses
-    precision = precision if builds_precision and precision is not None else contents.precision
+    # the file's own precision, unless the device build chooses one (TensorRT, QNN)
+    precision = contents.precision if exporter.halves_graph or precision is None else precision
     _place(path, dest)
     manifest = {
         "manifest_version": MANIFEST_VERSION, "name": dest.stem, "file": dest.name,
@@ -169,8 +169,7 @@ def adopt(path: Path, out_dir: Path, *, target: str | None = None, precision: st
         "plain": {"source": str(path.resolve()), "inputs": "seeded: masks binary, other float inputs in [0, 1]"},
         "tool_versions": tool_versions(),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(exporter.build_fields(options or {}, precision, contents.inputs) if hasattr(exporter, "build_fields")
-           else {}),
+        **exporter.build_fields(options or {}, precision, contents.inputs),
     }
     manifest_path_for(dest).write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(dest, manifest)

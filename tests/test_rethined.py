@@ -222,6 +222,17 @@ def test_upscaler_forms_agree_on_a_batch_and_on_masks_without_holes_or_known_pat
     _assert_forms_agree(_outputs_by_form(image[:1], grid, **small))
 
 
+def test_topk_rows_form_weights_each_gathered_patch_like_the_reference():
+    """k = 3: one gather per key, each scaled by its renormalised weight (top1 skips the weights, exactly 1)."""
+    small = {"lr_size": 128, "encoder_channels": (8, 16, 16, 32, 32), "encoder_depths": (1, 1, 1, 1, 1),
+             "upscale": "topk", "topk": 3}
+    image, mask = make_inputs(384, 384, seed=8)
+    with torch.inference_mode():
+        outputs = [rb.create_model("rethined", upscale_form=form, **small)(image, mask)
+                   for form in ("reference", "rows")]
+    assert float((outputs[0] - outputs[1]).abs().max()) < 1e-5
+
+
 def test_each_target_gets_the_upscaler_form_it_runs():
     spec = rb.get_model_spec("rethined")
     assert spec.form_options("dense", "onnx") == {"upscale_form": "compact"}
