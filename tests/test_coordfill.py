@@ -292,7 +292,8 @@ def check_export(model, inputs, reference, tmp_path: Path, opset: int) -> None:
     assert compare(reference.numpy(), out)["max_abs_error"] < 1e-4
 
 
-@pytest.mark.parametrize("opset", [18, 13])
+# opset 18 at 1024 is slow-only: the model contract checks opset 18 parity at 512 in the default run
+@pytest.mark.parametrize("opset", [pytest.param(18, marks=pytest.mark.slow), 13])
 def test_onnx_export_1024(model, inputs_1024, reference_1024, tmp_path, opset):
     check_export(model, inputs_1024, reference_1024, tmp_path, opset)
 

@@ -350,7 +350,8 @@ def _check_onnx(model, inputs, reference, path: Path, size: int, opset: int) -> 
     return stats["ops"]
 
 
-@pytest.mark.parametrize("opset", [18, 13])
+# opset 18 at 1024 is slow-only: the model contract checks opset 18 parity at 512 in the default run
+@pytest.mark.parametrize("opset", [pytest.param(18, marks=pytest.mark.slow), 13])
 def test_onnx_export_1024_matches_pytorch(model, inputs_1024, reference_1024, tmp_path, opset):
     ops = _check_onnx(model, inputs_1024, reference_1024, tmp_path / f"migan_{opset}.onnx", 1024, opset)
     # the export-friendly form: 14 upsamplers as nearest Resize + 3×3 blur Conv, no Pad/Where/Mul by a pattern,
