@@ -25,8 +25,9 @@ Pipeline (mask 1 = hole):
 High resolution at the memory floor: at 4096² one pass over the image is 200 MB, and the low-resolution network
 costs the same at every size, so the HR path is what scales. It is laid out as few passes as the function allows
 (:class:`AttentionUpscaling`): patches move by one row gather instead of 6-D unshuffle/shuffle transposes, the hole
-is filled and the result composited by selects, and ``dense`` multiplies
-only hole queries by known keys where the target runs data-dependent shapes. ``benchmarks/upscaler_forms.py``
+is filled and the result composited by selects, and where the target runs data-dependent shapes only hole
+patches are computed (``dense`` multiplies hole queries by known keys, ``top1`` low-passes only its source
+patches' windows). ``benchmarks/upscaler_forms.py``
 measures it against the original formulation (``upscale_form="reference"``), which the tests hold it equal to.
 
 Default preset ``rethined`` (4,381,606 parameters train-time, 4,343,718 deployed; the paper's Table 3 says 4.3M,
@@ -200,6 +201,20 @@ class GaussianLowPass(nn.Module):
         column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
+    def valid(self, windows: torch.Tensor, inside_x: torch.Tensor, inside_y: torch.Tensor) -> torch.Tensor:
+        """The blur of the centres of ``windows`` (n, C, S, S) that hold their image's pixels with the halo
+        (zeros outside the image); ``inside_x``/``inside_y`` (n, 1, S): 1.0 where a column/row is in the image,
+        whose blurs are the border normaliser."""
+        k, inner = self.taps.numel(), windows.shape[-1] - self.taps.numel() + 1  # explicit sizes: n may be 0
+        rows = F.conv2d(windows.flatten(0, 1).unsqueeze(1), self.taps.view(1, 1, 1, k)).view(
+            *windows.shape[:-1], inner)  # (n, C, S, S-k+1)
+        row_norm = F.conv1d(inside_x, self.taps.view(1, 1, k)).unsqueeze(-2)  # (n, 1, 1, S-k+1)
+        rows = rows / row_norm
+        columns = F.conv2d(rows.flatten(0, 1).unsqueeze(1), self.taps.view(1, 1, k, 1)).view(
+            *rows.shape[:-2], inner, inner)
+        column_norm = F.conv1d(inside_y, self.taps.view(1, 1, k)).unsqueeze(-1)  # (n, 1, S-k+1, 1)
+        return columns / column_norm
+
 
 def mix_dense(attention: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """The paper's Eq. (4): every query is the attention-weighted sum of all tokens."""
@@ -287,9 +302,11 @@ class AttentionUpscaling(nn.Module):
 
     - ``rows`` (every target): the patch moves as :class:`PatchRows` gathers. ``top1`` copies each patch's source
       patch in one gather; ``dense`` gathers the tokens, multiplies by A, and places the result back by a gather.
-    - ``compact`` (``dense`` where the target runs data-dependent shapes: ONNX Runtime): only hole queries reach
-      the output (known patches hold only known pixels, which the pipeline composites back) and only known keys
-      have weight, so the product is ``A[hole, known] · HF[known]``: (holes·known)/N² of the dense work.
+    - ``compact`` (where the target runs data-dependent shapes: ONNX Runtime): only hole queries reach the output
+      (known patches hold only known pixels, which the pipeline composites back). ``dense``: only known keys have
+      weight, so the product is ``A[hole, known] · HF[known]``: (holes·known)/N² of the dense work. ``top1``: each
+      hole patch low-passes only its source patch's window (the patch and the Gaussian's halo), so the only
+      full-resolution passes left are ``base`` and placing the patches.
     - ``reference``: the original formulation (unshuffle, mix, shuffle), kept to test the others against.
     """
 
@@ -308,6 +325,8 @@ class AttentionUpscaling(nn.Module):
         if self.form == "reference":
             return base + self._reference(base, attention, image, hole, self.patch * scale)
         rows = PatchRows(*image.shape, self.patch * scale)
+        if self.mode == "topk" and self.k == 1 and self.form == "compact":
+            return self._top1_compact(rows, base, image, hole, attention, hole_tokens)
         high = self._high(base, image, hole)
         if self.mode == "topk" and self.k == 1:
             return base + self._top1(rows, high, attention)
@@ -335,6 +354,54 @@ class AttentionUpscaling(nn.Module):
         weight, source = torch.topk(attention, 1, dim=-1)
         any_known = (weight.amax(dim=(1, 2)) > 0).to(high.dtype).view(-1, 1, 1, 1)
         return rows.moved(high, source.squeeze(-1)) * any_known
+
+    def _top1_compact(self, rows: PatchRows, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+                      attention: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
+        """``top1`` for hole patches only (known patches are composited back): each hole patch is its ``base`` plus
+        the HF of its best key, low-passed on that key's window (the patch and the Gaussian's halo) instead of the
+        whole image, so no full-resolution pass but ``base`` and the final placement."""
+        placed = []
+        for item in range(attention.shape[0]):
+            queries = (hole_tokens[item] > 0).nonzero().flatten()
+            _, source = torch.topk(attention[item].index_select(0, queries), 1, dim=-1)
+            any_known = (attention[item].amax(dim=(0, 1)) > 0).to(image.dtype)  # no known patch: no HF (reference)
+            high = self._window_high(rows, item, base, image, hole, source.flatten()) * any_known
+            filled = rows.tokens(base, item, queries).view_as(high) + high
+            # known patches may take any finite row (the composite replaces them): one spare row of zeros
+            table = torch.cat([filled.flatten(1), filled.new_zeros(1, rows.channels * rows.patch**2)])
+            rank = (torch.cumsum((hole_tokens[item] > 0).to(torch.int64), 0) - 1).clamp_min(0)
+            placed.append(rows.placed(table, rank))
+        return torch.cat(placed) if len(placed) > 1 else placed[0]
+
+    def _window_high(self, rows: PatchRows, item: int, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+                     tokens: torch.Tensor) -> torch.Tensor:
+        """(n, C, P, P): the high frequencies of patches ``tokens`` of item ``item``'s hole-filled image, equal to
+        :meth:`_high` there. Each patch is gathered with the Gaussian's halo as row segments of its own and its two
+        neighbouring patch columns (contiguous copies, not a per-pixel gather); pixels outside the image count as
+        zeros and the border normaliser is the same blur of the in-image indicator, as :class:`GaussianLowPass`."""
+        height, width = image.shape[-2:]
+        patch, columns = rows.patch, rows.grid[1]
+        halo = self.lowpass.taps.numel() // 2
+        span = torch.arange(patch + 2 * halo, device=tokens.device) - halo
+        top = torch.div(tokens, columns, rounding_mode="floor").view(-1, 1) * patch
+        left = (tokens % columns).view(-1, 1)
+        ys, xs = top + span, left * patch + span  # (n, S)
+        inside_y = ((ys >= 0) & (ys < height)).to(image.dtype).unsqueeze(1)  # (n, 1, S)
+        inside_x = ((xs >= 0) & (xs < width)).to(image.dtype).unsqueeze(1)
+        neighbours = (left + torch.arange(-1, 2, device=tokens.device)).clamp(0, columns - 1)  # (n, 3)
+        row_of_y = (ys.clamp(0, height - 1) * columns).unsqueeze(-1) + neighbours.unsqueeze(1)  # (n, S, 3)
+
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, c, H, W) -> item's (n, c, S, S), without copying x
+            channels = x.shape[1]
+            planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device)
+            index = row_of_y.unsqueeze(1) + (planes * (height * columns)).view(1, -1, 1, 1)
+            segments = x.reshape(-1, patch).index_select(0, _indices(index))
+            return segments.view(*index.shape[:-1], 3 * patch)[..., patch - halo:2 * patch + halo]
+
+        inside = inside_y.unsqueeze(-1) * inside_x.unsqueeze(-2)  # (n, 1, S, S)
+        window = select(windows(hole), windows(base), windows(image)) * inside
+        lowpass = self.lowpass.valid(window, inside_x, inside_y)
+        return window[..., halo:-halo, halo:-halo] - lowpass
 
     def _topk(self, rows: PatchRows, high: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The k best keys' HF, each weighted by its renormalised weight (one gather and one scaling per key)."""
@@ -414,9 +481,9 @@ _CONSTRAINT = ResolutionConstraint(multiple_of=512, minimum=512, square=True,
 
 
 def upscaler_form(variant: str, target: str) -> dict[str, str]:
-    """``dense`` multiplies only hole queries by known keys where the runtime takes data-dependent shapes (ONNX
-    Runtime, the ``onnx`` target); TensorRT engines, Core ML and QNN get the static form of the same function."""
-    return {"upscale_form": "compact"} if variant == "dense" and target == "onnx" else {}
+    """The ``compact`` form works on hole patches only, with data-dependent shapes, which ONNX Runtime (the ``onnx``
+    target) runs; TensorRT engines, Core ML and QNN get the static form of the same function."""
+    return {"upscale_form": "compact"} if target == "onnx" else {}
 
 
 @register_model(
