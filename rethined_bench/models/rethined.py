@@ -284,6 +284,14 @@ class PatchRows:
         out = tokens.reshape(-1, self.patch).index_select(0, _indices(index))
         return out.view(1, self.channels, self.height, gw * self.patch)
 
+    def placed_holes(self, tokens: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """:meth:`placed` for the compact forms: row ``i`` of ``tokens`` (n, C·P²) goes to the ``i``-th patch where
+        ``hole`` (gh·gw,) is true. Known patches take any finite row (the pipeline composites them back); one spare
+        row of zeros keeps the table non-empty when there is no hole."""
+        table = torch.cat([tokens, tokens.new_zeros(1, self.channels * self.patch**2)])
+        rank = (torch.cumsum(hole.to(torch.int64), 0) - 1).clamp_min(0)
+        return self.placed(table, rank)
+
 
 def _indices(index: torch.Tensor) -> torch.Tensor:
     """Row indices as int32: Core ML's gather takes no other integer type (its converter computes this index
@@ -367,10 +375,7 @@ class AttentionUpscaling(nn.Module):
             any_known = (attention[item].amax(dim=(0, 1)) > 0).to(image.dtype)  # no known patch: no HF (reference)
             high = self._window_high(rows, item, base, image, hole, source.flatten()) * any_known
             filled = rows.tokens(base, item, queries).view_as(high) + high
-            # known patches may take any finite row (the composite replaces them): one spare row of zeros
-            table = torch.cat([filled.flatten(1), filled.new_zeros(1, rows.channels * rows.patch**2)])
-            rank = (torch.cumsum((hole_tokens[item] > 0).to(torch.int64), 0) - 1).clamp_min(0)
-            placed.append(rows.placed(table, rank))
+            placed.append(rows.placed_holes(filled.flatten(1), hole_tokens[item] > 0))
         return torch.cat(placed) if len(placed) > 1 else placed[0]
 
     def _window_high(self, rows: PatchRows, item: int, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
@@ -422,14 +427,9 @@ class AttentionUpscaling(nn.Module):
                 hole = hole_tokens[item] > 0
                 queries, keys = hole.nonzero().flatten(), (~hole).nonzero().flatten()
                 weights = attention[item].index_select(0, queries).index_select(1, keys)
-                mixed = weights @ rows.tokens(high, item, keys)
-                # known patches may take any row (the composite replaces them); one spare row of zeros keeps the
-                # table non-empty when the image has no hole
-                mixed = torch.cat([mixed, mixed.new_zeros(1, mixed.shape[1])])
-                rank = (torch.cumsum(hole.to(torch.int64), 0) - 1).clamp_min(0)
+                placed.append(rows.placed_holes(weights @ rows.tokens(high, item, keys), hole))
             else:
-                mixed, rank = attention[item] @ rows.tokens(high, item, every), every
-            placed.append(rows.placed(mixed, rank))
+                placed.append(rows.placed(attention[item] @ rows.tokens(high, item, every), every))
         return torch.cat(placed) if len(placed) > 1 else placed[0]
 
 
