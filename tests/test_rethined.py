@@ -42,10 +42,13 @@ def test_deploy_form_equals_train_form_and_has_no_batchnorm_or_branches():
     check_deploy_form()
 
 
-@pytest.fixture(scope="module", params=["dense", "top1"])
+@pytest.fixture(scope="module", params=[("dense", "rows"), ("top1", "rows"), ("dense", "compact"),
+                                        ("top1", "compact")], ids="-".join)
 def variant_1024(request):
-    """(model, image, mask, output) per upscaling variant at 1024: scale 2, so the attention upscaler runs."""
-    model = rb.create_model("rethined", request.param)
+    """(model, image, mask, output) per upscaling variant and form at 1024: scale 2, so the attention upscaler runs
+    (``compact`` composites the hole patches itself)."""
+    variant, form = request.param
+    model = rb.create_model("rethined", variant, upscale_form=form)
     image, mask = make_inputs(1024, 1024, seed=1)
     with torch.inference_mode():
         return model, image, mask, model(image, mask)

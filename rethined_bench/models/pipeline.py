@@ -15,7 +15,9 @@ class InpaintingPipeline(nn.Module):
     """Base class: ``forward(image, mask) -> image``; image (B,3,H,W) in [0,1], mask (B,1,H,W), 1 = hole.
 
     Subclasses implement :meth:`inpaint` and set :attr:`constraint`; the base checks shapes (a clear error for sizes
-    the model cannot take) and composites the known pixels back, so every model preserves them exactly.
+    the model cannot take) and composites the known pixels back, so every model preserves them exactly. A model that
+    can keep the known pixels exactly for less than a full-resolution select (one that writes only its hole patches)
+    overrides :meth:`inpaint_composited` instead.
     """
 
     constraint: ResolutionConstraint
@@ -25,11 +27,14 @@ class InpaintingPipeline(nn.Module):
         self.constraint.check(int(height), int(width))
         if mask.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"mask {tuple(mask.shape)} and image {tuple(image.shape)} differ in size")
-        filled = self.inpaint(image, mask)
-        return composite(image, filled, mask)
+        return self.inpaint_composited(image, mask)
 
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def inpaint_composited(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`inpaint`'s result with the known pixels put back (:func:`composite`)."""
+        return composite(image, self.inpaint(image, mask), mask)
 
 
 def composite(image: torch.Tensor, filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DepthwiseSeparable, RepConvBlock, randomize_batchnorm
-from .pipeline import InpaintingPipeline, hole_of, select
+from .pipeline import InpaintingPipeline, composite, hole_of, select
 from .registry import ResolutionConstraint, register_model
 
 MASK_BIAS = 1e4  # finite: exact in fp16 (max 65504), and exp(-1e4) underflows to 0 in every precision
@@ -201,19 +201,28 @@ class GaussianLowPass(nn.Module):
         column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
-    def valid(self, windows: torch.Tensor, inside_x: torch.Tensor, inside_y: torch.Tensor) -> torch.Tensor:
-        """The blur of the centres of ``windows`` (n, C, S, S) that hold their image's pixels with the halo
-        (zeros outside the image); ``inside_x``/``inside_y`` (n, 1, S): 1.0 where a column/row is in the image,
-        whose blurs are the border normaliser."""
-        k, inner = self.taps.numel(), windows.shape[-1] - self.taps.numel() + 1  # explicit sizes: n may be 0
-        rows = F.conv2d(windows.flatten(0, 1).unsqueeze(1), self.taps.view(1, 1, 1, k)).view(
-            *windows.shape[:-1], inner)  # (n, C, S, S-k+1)
-        row_norm = F.conv1d(inside_x, self.taps.view(1, 1, k)).unsqueeze(-2)  # (n, 1, 1, S-k+1)
-        rows = rows / row_norm
-        columns = F.conv2d(rows.flatten(0, 1).unsqueeze(1), self.taps.view(1, 1, k, 1)).view(
-            *rows.shape[:-2], inner, inner)
-        column_norm = F.conv1d(inside_y, self.taps.view(1, 1, k)).unsqueeze(-1)  # (n, 1, S-k+1, 1)
-        return columns / column_norm
+    def valid(self, windows: torch.Tensor, inside_y: torch.Tensor, inside_x: torch.Tensor, size: int, top: int,
+              left: int) -> torch.Tensor:
+        """The blur of the ``size``×``size`` pixels from (``top``, ``left``) of ``windows`` (n, C, Sy, Sx), which hold
+        their image's pixels with at least the taps' halo around that square; ``inside_y`` (n, 1, Sy) and
+        ``inside_x`` (n, 1, Sx): 1.0 where a row/column is in the image. Pixels outside count as zeros and the border
+        normaliser is the blur of the indicator, as :meth:`forward`. The valid convolutions are products with each
+        window's band of the taps (zero outside the image, divided by the normaliser): on a batch of small windows
+        a matrix product runs at the machine's peak, where a depthwise convolution is laid out for one large image,
+        and the indicator and the normaliser cost no pass over the windows."""
+
+        def window_band(inside: torch.Tensor, start: int) -> torch.Tensor:  # (n, 1, S) -> (n, 1, S, size)
+            band = self._band(inside.shape[-1], size, start - self.taps.numel() // 2)
+            return (inside.transpose(1, 2) * band / (inside @ band)).unsqueeze(1)
+
+        return window_band(inside_y, top).transpose(2, 3) @ (windows @ window_band(inside_x, left))
+
+    def _band(self, length: int, outputs: int, offset: int) -> torch.Tensor:
+        """(length, outputs): column ``i`` holds the taps at rows ``offset + i`` onwards (a valid convolution)."""
+        k, device = self.taps.numel(), self.taps.device
+        tap = torch.arange(length, device=device).view(-1, 1) - torch.arange(outputs, device=device) - offset
+        within = ((tap >= 0) & (tap < k)).to(self.taps.dtype)
+        return self.taps[tap.clamp(0, k - 1)] * within
 
 
 def mix_dense(attention: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -239,7 +248,7 @@ class PatchRows:
     ``[b, c, y, x·P : (x+1)·P]``. Copying whole patches (to another place, or out to token-major order) is a gather
     of those rows with an index built at the token grid's size (P·gw times smaller than the image), which every
     target runs as one pass over the pixels; ``pixel_unshuffle``/``pixel_shuffle`` at 4096² are 6-D transposes,
-    the slowest ops of the old formulation.
+    the slowest ops of the old formulation. Writing patches into an image is a scatter of the same rows.
     """
 
     def __init__(self, batch: int, channels: int, height: int, width: int, patch: int) -> None:
@@ -255,25 +264,30 @@ class PatchRows:
         gw = self.grid[1]
         return torch.div(tokens, gw, rounding_mode="floor") * (self.patch * gw) + tokens % gw
 
-    def _plane_rows(self, device: torch.device) -> torch.Tensor:
+    def _plane_rows(self, device: torch.device, channels: int) -> torch.Tensor:
         """(B, C, P): the row index of each (item, channel, row within a patch) of a patch at grid (0, 0)."""
         b = torch.arange(self.batch, device=device).view(-1, 1, 1)
-        c = torch.arange(self.channels, device=device).view(1, -1, 1)
+        c = torch.arange(channels, device=device).view(1, -1, 1)
         y = torch.arange(self.patch, device=device).view(1, 1, -1)
-        return ((b * self.channels + c) * self.height + y) * self.grid[1]
+        return ((b * channels + c) * self.height + y) * self.grid[1]
 
     def moved(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """The image whose patch ``t`` holds patch ``source[b, t]`` of ``image`` (source: (B, gh·gw) integers)."""
         gh, gw = self.grid
         offsets = self._offsets(source).view(self.batch, 1, gh, 1, gw)
-        index = self._plane_rows(source.device).view(self.batch, self.channels, 1, self.patch, 1) + offsets
-        return self.table(image).index_select(0, _indices(index)).view(image.shape)
+        index = self._plane_rows(source.device, self.channels).view(self.batch, self.channels, 1, self.patch, 1)
+        return self.table(image).index_select(0, _indices(index + offsets)).view(image.shape)
 
-    def tokens(self, image: torch.Tensor, item: int, tokens: torch.Tensor) -> torch.Tensor:
-        """Patches ``tokens`` (n,) of batch item ``item`` in token-major order (n, C·P²), as ``pixel_unshuffle``."""
-        rows = self._plane_rows(tokens.device)[item].view(1, self.channels, self.patch)
-        index = rows + self._offsets(tokens).view(-1, 1, 1)
-        return self.table(image).index_select(0, _indices(index)).view(-1, self.channels * self.patch**2)
+    def rows_of(self, item: int, tokens: torch.Tensor, channels: int) -> torch.Tensor:
+        """(n, C, P): the rows of patches ``tokens`` (n,) of batch item ``item`` in an image of ``channels``."""
+        rows = self._plane_rows(tokens.device, channels)[item].view(1, channels, self.patch)
+        return rows + self._offsets(tokens).view(-1, 1, 1)
+
+    def patches(self, image: torch.Tensor, item: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Patches ``tokens`` (n,) of batch item ``item`` of ``image`` (B, c, H, W), as (n, c, P, P)."""
+        channels = image.shape[1]
+        index = _indices(self.rows_of(item, tokens, channels))
+        return self.table(image).index_select(0, index).view(-1, channels, self.patch, self.patch)
 
     def placed(self, tokens: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """A (1, C, H, W) image whose patch ``t`` is row ``rank[t]`` of ``tokens`` (n, C·P²) (rank: (gh·gw,))."""
@@ -284,13 +298,11 @@ class PatchRows:
         out = tokens.reshape(-1, self.patch).index_select(0, _indices(index))
         return out.view(1, self.channels, self.height, gw * self.patch)
 
-    def placed_holes(self, tokens: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """:meth:`placed` for the compact forms: row ``i`` of ``tokens`` (n, C·P²) goes to the ``i``-th patch where
-        ``hole`` (gh·gw,) is true. Known patches take any finite row (the pipeline composites them back); one spare
-        row of zeros keeps the table non-empty when there is no hole."""
-        table = torch.cat([tokens, tokens.new_zeros(1, self.channels * self.patch**2)])
-        rank = (torch.cumsum(hole.to(torch.int64), 0) - 1).clamp_min(0)
-        return self.placed(table, rank)
+    def written(self, image: torch.Tensor, rows: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """``image`` with its rows ``rows`` (from :meth:`rows_of`) replaced by ``patches``' rows in the same order: a
+        ``ScatterND``, one copy of the image plus the patches, where a gather would index every pixel."""
+        table = self.table(image).index_put((rows.flatten(),), patches.reshape(-1, self.patch))
+        return table.view(image.shape)
 
 
 def _indices(index: torch.Tensor) -> torch.Tensor:
@@ -306,15 +318,17 @@ class AttentionUpscaling(nn.Module):
     """Paper §3.4: reuse the LR attention to mix high-frequency HR patches; add them to the upsampled LR result.
 
     ``out = base + mix(A, HF)`` with ``base`` the bilinear upsampled LR result and ``HF`` the high frequencies of the
-    HR image (hole filled with ``base``) in patches of P·s. Three forms of the same function (equal to < 1e-5):
+    HR image (hole filled with ``base``) in patches of P·s, composited with the known HR pixels. Three forms of the
+    same function (equal to < 1e-5):
 
     - ``rows`` (every target): the patch moves as :class:`PatchRows` gathers. ``top1`` copies each patch's source
       patch in one gather; ``dense`` gathers the tokens, multiplies by A, and places the result back by a gather.
-    - ``compact`` (where the target runs data-dependent shapes: ONNX Runtime): only hole queries reach the output
-      (known patches hold only known pixels, which the pipeline composites back). ``dense``: only known keys have
-      weight, so the product is ``A[hole, known] · HF[known]``: (holes·known)/N² of the dense work. ``top1``: each
-      hole patch low-passes only its source patch's window (the patch and the Gaussian's halo), so the only
-      full-resolution passes left are ``base`` and placing the patches.
+    - ``compact`` (where the target runs data-dependent shapes: ONNX Runtime): only hole patches are computed, each
+      composited on its own and written into the input image by one scatter (known patches hold only known pixels,
+      which compositing keeps). ``dense``: only known keys have weight, so the product is ``A[hole, known] ·
+      HF[known]``: (holes·known)/N² of the dense work. ``top1``: each hole patch takes ``base`` and low-passes its
+      source patch's window (the patch and the Gaussian's halo) from low-resolution windows, so no op but the
+      scatter's copy reads or writes the whole HR image.
     - ``reference``: the original formulation (unshuffle, mix, shuffle), kept to test the others against.
     """
 
@@ -324,23 +338,32 @@ class AttentionUpscaling(nn.Module):
             raise ValueError(f"upscaler form must be one of {UPSCALE_FORMS}, not {form!r}")
         self.patch, self.mode, self.k, self.form = patch, mode, k, form
         self.lowpass = GaussianLowPass(sigma, taps)
+        self.halo = taps // 2
 
-    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
                 hole_tokens: torch.Tensor) -> torch.Tensor:
-        """``hole``: (B,1,H,W) 1.0 for a hole pixel; ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
+        """The HR result with the known pixels of ``image`` kept exactly (``mask`` (B,1,H,W): a hole where > 0.5,
+        as :func:`composite`); ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
         scale = image.shape[-1] // lr_result.shape[-1]
-        base = F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
-        if self.form == "reference":
-            return base + self._reference(base, attention, image, hole, self.patch * scale)
         rows = PatchRows(*image.shape, self.patch * scale)
-        if self.mode == "topk" and self.k == 1 and self.form == "compact":
-            return self._top1_compact(rows, base, image, hole, attention, hole_tokens)
+        if self.form == "compact" and (self.mode == "dense" or self.k == 1):
+            return self._compact(rows, lr_result, attention, image, mask, hole_tokens)
+        base = self._upsampled(lr_result, scale)
+        hole = hole_of(mask)
+        if self.form == "reference":
+            return composite(image, base + self._reference(base, attention, image, hole, rows.patch), mask)
         high = self._high(base, image, hole)
         if self.mode == "topk" and self.k == 1:
-            return base + self._top1(rows, high, attention)
-        if self.mode == "topk":
-            return base + self._topk(rows, high, attention)
-        return base + self._dense(rows, high, attention, hole_tokens)
+            mixed = self._top1(rows, high, attention)
+        elif self.mode == "topk":
+            mixed = self._topk(rows, high, attention)
+        else:
+            mixed = self._dense(rows, high, attention)
+        return composite(image, base + mixed, mask)
+
+    @staticmethod
+    def _upsampled(lr_result: torch.Tensor, scale: int) -> torch.Tensor:
+        return F.interpolate(lr_result, scale_factor=float(scale), mode="bilinear", align_corners=False)
 
     def _high(self, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """High frequencies of the image with its hole filled by ``base`` (so the hole's border adds none)."""
@@ -363,51 +386,6 @@ class AttentionUpscaling(nn.Module):
         any_known = (weight.amax(dim=(1, 2)) > 0).to(high.dtype).view(-1, 1, 1, 1)
         return rows.moved(high, source.squeeze(-1)) * any_known
 
-    def _top1_compact(self, rows: PatchRows, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
-                      attention: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
-        """``top1`` for hole patches only (known patches are composited back): each hole patch is its ``base`` plus
-        the HF of its best key, low-passed on that key's window (the patch and the Gaussian's halo) instead of the
-        whole image, so no full-resolution pass but ``base`` and the final placement."""
-        placed = []
-        for item in range(attention.shape[0]):
-            queries = (hole_tokens[item] > 0).nonzero().flatten()
-            _, source = torch.topk(attention[item].index_select(0, queries), 1, dim=-1)
-            any_known = (attention[item].amax(dim=(0, 1)) > 0).to(image.dtype)  # no known patch: no HF (reference)
-            high = self._window_high(rows, item, base, image, hole, source.flatten()) * any_known
-            filled = rows.tokens(base, item, queries).view_as(high) + high
-            placed.append(rows.placed_holes(filled.flatten(1), hole_tokens[item] > 0))
-        return torch.cat(placed) if len(placed) > 1 else placed[0]
-
-    def _window_high(self, rows: PatchRows, item: int, base: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
-                     tokens: torch.Tensor) -> torch.Tensor:
-        """(n, C, P, P): the high frequencies of patches ``tokens`` of item ``item``'s hole-filled image, equal to
-        :meth:`_high` there. Each patch is gathered with the Gaussian's halo as row segments of its own and its two
-        neighbouring patch columns (contiguous copies, not a per-pixel gather); pixels outside the image count as
-        zeros and the border normaliser is the same blur of the in-image indicator, as :class:`GaussianLowPass`."""
-        height, width = image.shape[-2:]
-        patch, columns = rows.patch, rows.grid[1]
-        halo = self.lowpass.taps.numel() // 2
-        span = torch.arange(patch + 2 * halo, device=tokens.device) - halo
-        top = torch.div(tokens, columns, rounding_mode="floor").view(-1, 1) * patch
-        left = (tokens % columns).view(-1, 1)
-        ys, xs = top + span, left * patch + span  # (n, S)
-        inside_y = ((ys >= 0) & (ys < height)).to(image.dtype).unsqueeze(1)  # (n, 1, S)
-        inside_x = ((xs >= 0) & (xs < width)).to(image.dtype).unsqueeze(1)
-        neighbours = (left + torch.arange(-1, 2, device=tokens.device)).clamp(0, columns - 1)  # (n, 3)
-        row_of_y = (ys.clamp(0, height - 1) * columns).unsqueeze(-1) + neighbours.unsqueeze(1)  # (n, S, 3)
-
-        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, c, H, W) -> item's (n, c, S, S), without copying x
-            channels = x.shape[1]
-            planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device)
-            index = row_of_y.unsqueeze(1) + (planes * (height * columns)).view(1, -1, 1, 1)
-            segments = x.reshape(-1, patch).index_select(0, _indices(index))
-            return segments.view(*index.shape[:-1], 3 * patch)[..., patch - halo:2 * patch + halo]
-
-        inside = inside_y.unsqueeze(-1) * inside_x.unsqueeze(-2)  # (n, 1, S, S)
-        window = select(windows(hole), windows(base), windows(image)) * inside
-        lowpass = self.lowpass.valid(window, inside_x, inside_y)
-        return window[..., halo:-halo, halo:-halo] - lowpass
-
     def _topk(self, rows: PatchRows, high: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The k best keys' HF, each weighted by its renormalised weight (one gather and one scaling per key)."""
         weights, sources = torch.topk(attention, self.k, dim=-1)
@@ -418,19 +396,141 @@ class AttentionUpscaling(nn.Module):
             out = out + rows.moved(high, sources[..., j]) * scale
         return out
 
-    def _dense(self, rows: PatchRows, high: torch.Tensor, attention: torch.Tensor, hole_tokens: torch.Tensor
-               ) -> torch.Tensor:
+    @staticmethod
+    def _dense(rows: PatchRows, high: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         every = torch.arange(attention.shape[-1], device=attention.device)
-        placed = []
-        for item in range(attention.shape[0]):
-            if self.form == "compact":
-                hole = hole_tokens[item] > 0
-                queries, keys = hole.nonzero().flatten(), (~hole).nonzero().flatten()
-                weights = attention[item].index_select(0, queries).index_select(1, keys)
-                placed.append(rows.placed_holes(weights @ rows.tokens(high, item, keys), hole))
-            else:
-                placed.append(rows.placed(attention[item] @ rows.tokens(high, item, every), every))
+        placed = [rows.placed(attention[item] @ rows.patches(high, item, every).flatten(1), every)
+                  for item in range(attention.shape[0])]
         return torch.cat(placed) if len(placed) > 1 else placed[0]
+
+    def _compact(self, rows: PatchRows, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor,
+                 mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
+        """Hole patches only, each composited with its known pixels and written into ``image`` by one scatter."""
+        if self.mode == "dense":
+            base = self._upsampled(lr_result, rows.patch // self.patch)
+            high = self._high(base, image, hole_of(mask))
+        written, patches = [], []
+        for item in range(attention.shape[0]):
+            hole = hole_tokens[item] > 0
+            queries = hole.nonzero().flatten()
+            if self.mode == "dense":
+                keys = (~hole).nonzero().flatten()
+                weights = _rows_of(attention, item, queries).index_select(1, keys)
+                mixed = weights @ rows.patches(high, item, keys).flatten(1)
+                filled = rows.patches(base, item, queries) + mixed.view(-1, image.shape[1], rows.patch, rows.patch)
+            else:
+                any_known = (hole_tokens[item] == 0).any().to(image.dtype)
+                filled = self._top1_patches(rows, item, lr_result, image, mask, _rows_of(attention, item, queries),
+                                            queries, any_known)
+            known = rows.patches(image, item, queries)
+            patches.append(_select_patches(hole_of(rows.patches(mask, item, queries)), filled.clamp(0.0, 1.0), known))
+            written.append(rows.rows_of(item, queries, image.shape[1]))
+        return rows.written(image, torch.cat(written), torch.cat(patches))
+
+    def _top1_patches(self, rows: PatchRows, item: int, lr_result: torch.Tensor, image: torch.Tensor,
+                      mask: torch.Tensor, attention: torch.Tensor, queries: torch.Tensor, any_known: torch.Tensor
+                      ) -> torch.Tensor:
+        """(n, C, P, P): hole patches ``queries`` of item ``item`` before compositing, each its ``base`` plus the HF
+        of its best key (a known patch); ``attention``: their rows (n, N); ``any_known``: 0.0 if the item has no
+        known patch, where attention is all zero and the reference adds no HF."""
+        _, source = torch.topk(attention, 1, dim=-1)
+        high = self._window_high(rows, item, lr_result, image, mask, source.flatten()) * any_known
+        return self._base_windows(rows, item, lr_result, queries, 0, 0) + high
+
+    def _base_windows(self, rows: PatchRows, item: int, lr_result: torch.Tensor, tokens: torch.Tensor, pad_y: int,
+                      pad_x: int) -> torch.Tensor:
+        """(n, C, P + 2·pad_y, P + 2·pad_x): ``base`` on patches ``tokens`` and the pixels around them, interpolated
+        from LR windows of each patch and a margin as ``Uy · window · Uxᵀ`` (U: the bilinear weights, the same for
+        every patch). With the window's indices clamped at the image edge (the border rows repeated, as bilinear's
+        own clamp) every pixel interpolates inside its window as inside the image, so it equals the
+        full-resolution upsample there."""
+        channels, height, width = lr_result.shape[1:]
+        scale = rows.patch // self.patch
+        margin = math.ceil((max(pad_y, pad_x) - 0.5) / scale + 0.5)  # the LR pixels that the pads' samples reach
+        span = torch.arange(self.patch + 2 * margin, device=tokens.device) - margin
+        top, left = _patch_origins(tokens, rows.grid[1], self.patch)
+        ys, xs = (top + span).clamp(0, height - 1), (left + span).clamp(0, width - 1)  # (n, L)
+        planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device) * (height * width)
+        index = planes.view(1, -1, 1, 1) + (ys * width).view(-1, 1, span.numel(), 1) + xs.view(-1, 1, 1, span.numel())
+        windows = lr_result.reshape(-1).index_select(0, _indices(index)).view(index.shape)
+
+        def weights(pad: int) -> torch.Tensor:
+            start = margin - (pad - 0.5) / scale - 0.5  # the LR coordinate of the first output, in the window
+            return _bilinear_weights(scale, rows.patch + 2 * pad, start, span.numel()).to(lr_result)
+
+        return weights(pad_y) @ windows @ weights(pad_x).transpose(0, 1)
+
+    def _window_high(self, rows: PatchRows, item: int, lr_result: torch.Tensor, image: torch.Tensor,
+                     mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, C, P, P): the high frequencies of known patches ``tokens`` of item ``item``'s hole-filled image, equal
+        to :meth:`_high` there. Each patch is gathered with the Gaussian's halo: its rows, plus strips of the
+        neighbouring columns (``strip`` pixels, the smallest divisor of P that covers the halo), each a gather of
+        contiguous segments, not of pixels; the blur's bands start where the halo does."""
+        height, width = image.shape[-2:]
+        patch, halo = rows.patch, self.halo
+        strip = _strip_width(patch, halo)
+        top, left = _patch_origins(tokens, rows.grid[1], patch)
+        ys = top + torch.arange(patch + 2 * halo, device=tokens.device) - halo  # (n, Sy)
+        xs = left + torch.arange(patch + 2 * strip, device=tokens.device) - strip  # (n, Sx)
+        inside_y = ((ys >= 0) & (ys < height)).to(image.dtype).unsqueeze(1)  # (n, 1, Sy)
+        inside_x = ((xs >= 0) & (xs < width)).to(image.dtype).unsqueeze(1)
+        column = torch.div(left, patch, rounding_mode="floor")  # (n, 1)
+        sides = (column * (patch // strip) + torch.tensor([-1, patch // strip], device=tokens.device)
+                 ).clamp(0, width // strip - 1)  # (n, 2): the strips left and right of the patch
+
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, c, H, W) -> item's (n, c, Sy, Sx)
+            channels = x.shape[1]
+            planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device).view(1, -1, 1)
+            image_rows = planes * height + ys.clamp(0, height - 1).unsqueeze(1)  # (n, c, Sy)
+            own = x.reshape(-1, patch).index_select(0, _indices(image_rows * (width // patch) + column.view(-1, 1, 1)))
+            strips = x.reshape(-1, strip).index_select(
+                0, _indices(image_rows.unsqueeze(-1) * (width // strip) + sides.view(-1, 1, 1, 2)))
+            own, strips = own.view(*image_rows.shape, patch), strips.view(*image_rows.shape, 2 * strip)
+            return torch.cat([strips[..., :strip], own, strips[..., strip:]], dim=-1)
+
+        base = self._base_windows(rows, item, lr_result, tokens, halo, strip)
+        window = _select_patches(hole_of(windows(mask)), base, windows(image))
+        lowpass = self.lowpass.valid(window, inside_y, inside_x, patch, halo, strip)
+        return rows.patches(image, item, tokens) - lowpass  # a known patch: no hole to fill in its own pixels
+
+
+def _rows_of(attention: torch.Tensor, item: int, queries: torch.Tensor) -> torch.Tensor:
+    """Rows ``queries`` of item ``item``'s attention (B, N, N), gathered from the whole tensor: ``attention[item]``
+    is a copy of all N² weights in ONNX Runtime."""
+    return attention.flatten(0, 1).index_select(0, queries + item * attention.shape[1])
+
+
+def _select_patches(hole: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """:func:`select` for batches of patches, with the map broadcast over the channels: cheaper than expanding it
+    at this size (at 4096² the other way round). Exact on both sides, so the hole's content never shows."""
+    return inside * hole + outside * (1.0 - hole)
+
+
+def _bilinear_weights(scale: int, size: int, start: float, inputs: int) -> torch.Tensor:
+    """(size, inputs): the weights of bilinear upsampling by ``scale`` (half-pixel centres) for ``size`` outputs
+    whose first samples input coordinate ``start``; every sample lies within the ``inputs``."""
+    weights = torch.zeros(size, inputs, dtype=torch.float64)
+    for j in range(size):
+        coordinate = start + j / scale
+        low = min(math.floor(coordinate), inputs - 1)
+        weights[j, low] += 1.0 - (coordinate - low)
+        if coordinate > low:
+            weights[j, low + 1] += coordinate - low
+    return weights
+
+
+def _strip_width(patch: int, halo: int) -> int:
+    """The smallest divisor of ``patch`` that is at least ``halo``: the width of the neighbours' strips a patch's
+    window needs."""
+    if halo > patch:
+        raise ValueError(f"the Gaussian's halo ({halo} pixels) must fit in one neighbouring patch of {patch}")
+    return next(width for width in range(max(halo, 1), patch + 1) if patch % width == 0)
+
+
+def _patch_origins(tokens: torch.Tensor, columns: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1) each: the top row and left column of patches ``tokens`` on a grid ``columns`` wide."""
+    top = torch.div(tokens, columns, rounding_mode="floor").view(-1, 1) * patch
+    return top, (tokens % columns).view(-1, 1) * patch
 
 
 class Rethined(InpaintingPipeline):
@@ -450,22 +550,22 @@ class Rethined(InpaintingPipeline):
         self.upscaler = AttentionUpscaling(config.patch_size, config.upscale, config.topk, config.hf_sigma,
                                            config.hf_taps, config.upscale_form)
 
-    def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def inpaint_composited(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The upscaler composites (its ``compact`` form writes only the hole patches into the image)."""
         scale = image.shape[-2] // self.config.lr_size  # square, an exact multiple (checked by the constraint)
-        hole = hole_of(mask)
         if scale > 1:
             # a known LR pixel has only known pixels under it, so pooling the image there pools the known image
             mask_lr = F.max_pool2d(mask, scale, scale)
             image_lr = F.avg_pool2d(image, scale, scale) * (1.0 - hole_of(mask_lr))
         else:
-            mask_lr, image_lr = mask, image * (1.0 - hole)
+            mask_lr, image_lr = mask, image * (1.0 - hole_of(mask))
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
         refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
         lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
         if scale == 1:
-            return lr_result
-        return self.upscaler(lr_result, attention, image, hole, hole_tokens.squeeze(-1))
+            return composite(image, lr_result, mask)
+        return self.upscaler(lr_result, attention, image, mask, hole_tokens.squeeze(-1))
 
 
 def build_rethined(**options) -> Rethined:
