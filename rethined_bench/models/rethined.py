@@ -26,9 +26,10 @@ High resolution at the memory floor: at 4096² one pass over the image is 200 MB
 costs the same at every size, so the HR path is what scales. It is laid out as few passes as the function allows
 (:class:`AttentionUpscaling`): patches move by one row gather instead of 6-D unshuffle/shuffle transposes, the hole
 is filled and the result composited by selects, and where the target runs data-dependent shapes only hole
-patches are computed (``dense`` multiplies hole queries by known keys, ``top1`` low-passes only its source
-patches' windows). ``benchmarks/upscaler_forms.py``
-measures it against the original formulation (``upscale_form="reference"``), which the tests hold it equal to.
+patches are computed and composited, then scattered into the input image (``dense`` multiplies hole queries by
+known keys; ``top1`` reads only LR windows and its source patches' windows, so the input's pooling and the
+scatter are its only passes over the HR image). ``benchmarks/upscaler_forms.py`` measures it against the
+original formulation (``upscale_form="reference"``), which the tests hold it equal to.
 
 Default preset ``rethined`` (4,381,606 parameters train-time, 4,343,718 deployed; the paper's Table 3 says 4.3M,
 which no released code matches):
@@ -326,9 +327,9 @@ class AttentionUpscaling(nn.Module):
     - ``compact`` (where the target runs data-dependent shapes: ONNX Runtime): only hole patches are computed, each
       composited on its own and written into the input image by one scatter (known patches hold only known pixels,
       which compositing keeps). ``dense``: only known keys have weight, so the product is ``A[hole, known] ·
-      HF[known]``: (holes·known)/N² of the dense work. ``top1``: each hole patch takes ``base`` and low-passes its
-      source patch's window (the patch and the Gaussian's halo) from low-resolution windows, so no op but the
-      scatter's copy reads or writes the whole HR image.
+      HF[known]``: (holes·known)/N² of the dense work. ``top1``: each hole patch takes ``base`` from an LR window
+      and the HF of its source patch, low-passed on that patch's window (the patch and the Gaussian's halo), so no
+      op but the scatter reads or writes the whole HR image.
     - ``reference``: the original formulation (unshuffle, mix, shuffle), kept to test the others against.
     """
 
