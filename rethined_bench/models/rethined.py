@@ -420,7 +420,7 @@ class AttentionUpscaling(nn.Module):
                 mixed = weights @ rows.patches(high, item, keys).flatten(1)
                 filled = rows.patches(base, item, queries) + mixed.view(-1, image.shape[1], rows.patch, rows.patch)
             else:
-                any_known = (hole_tokens[item] == 0).any().to(image.dtype)
+                any_known = (hole_tokens[item] < 1).any().to(image.dtype)  # a key with weight: attention not all 0
                 filled = self._top1_patches(rows, item, lr_result, image, mask, _rows_of(attention, item, queries),
                                             queries, any_known)
             known = rows.patches(image, item, queries)
