@@ -148,6 +148,29 @@ def test_hole_queries_attend_only_to_known_patches_and_rows_sum_to_one():
     assert torch.allclose(attention.sum(-1), torch.ones(1, 64))
 
 
+def test_compact_attention_is_the_hole_rows_and_mixes_like_the_full_matrix():
+    """The compact form computes only the hole queries' rows; on a batch (different holes, one item with none, one
+    with soft mask values) they equal the full attention's rows (to the products' rounding), and the
+    LR result mixed from them equals the full matrix's."""
+    torch.manual_seed(0)
+    npm = NeuralPatchMatch(patch=8, feature_channels=4, d_k=32).eval()
+    coarse, feature = torch.rand(3, 3, 64, 64), torch.rand(3, 4, 8, 8)
+    mask = torch.zeros(3, 1, 64, 64)
+    mask[0, :, 8:40, 16:48] = 1
+    mask[2, :, 40:, :20] = 0.7  # soft: hole tokens 0.7, neither fully hole nor known
+    hole_tokens = torch.nn.functional.max_pool2d(mask, 8, 8).flatten(1)
+    with torch.no_grad():
+        full = npm.attention(coarse, feature, hole_tokens)
+        rows = npm.hole_rows(coarse, feature, hole_tokens)
+        compact_out, _, _ = npm(coarse, feature, mask, compact=True)
+        full_out, _, _ = npm(coarse, feature, mask)
+    for item, hole_rows in enumerate(rows):
+        assert hole_rows.queries.tolist() == (hole_tokens[item] > 0).nonzero().flatten().tolist()
+        torch.testing.assert_close(hole_rows.weights, full[item, hole_rows.queries], rtol=0, atol=1e-6)
+    assert rows[1].queries.numel() == 0
+    torch.testing.assert_close(compact_out, full_out, rtol=0, atol=1e-6)
+
+
 def test_a_single_hole_pixel_makes_its_patch_a_hole_patch():
     """Upstream flags a patch from its top-left pixel only (models.md §2.7 bug 1); any hole pixel must count.
 

@@ -47,12 +47,14 @@ def hole_of(mask: torch.Tensor) -> torch.Tensor:
     return (mask > 0.5).to(mask.dtype)
 
 
-def select(hole: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+def select(hole: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor, *, expand: bool = True) -> torch.Tensor:
     """``inside`` where ``hole`` is 1, ``outside`` where it is 0; ``hole`` (B,1,H,W) binary, images (B,C,H,W).
 
-    Arithmetic on the map expanded to the images' channels: at 4096² ONNX Runtime's ``Where`` and its broadcasting
-    multiplies each take several times a plain elementwise pass. Exact for finite values: a pixel takes one side
-    times 1 plus the other times 0, so the other side (a hole's content, for the known pixels) never shows.
+    Arithmetic, on the map expanded to the images' channels: at 4096² ONNX Runtime's ``Where`` and its broadcasting
+    multiplies each take several times a plain elementwise pass (``expand=False`` broadcasts it instead, which is
+    the cheaper layout for a batch of small patches). Exact for finite values: a pixel takes one side times 1 plus
+    the other times 0, so the other side (a hole's content, for the known pixels) never shows.
     """
-    hole = hole.expand_as(inside)
+    if expand:
+        hole = hole.expand_as(inside)
     return inside * hole + outside * (1.0 - hole)

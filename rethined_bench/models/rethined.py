@@ -5,8 +5,8 @@ not copy the public code's bugs (models.md §2.7):
 
 - a patch is a hole patch if *any* of its pixels is a hole (max-pool), not only its top-left pixel;
 - hole queries may attend to *every* known patch and never to a hole patch; known patches keep their own content;
-- attention masking uses a finite additive bias (-1e4, exact in fp16) plus a multiplicative re-mask, computed at
-  run time from the mask: no N×N buffer, no ±1e8, no bool ``Where``;
+- attention masking uses a finite additive bias (-1e4, exact in fp16, carried into QKᵀ by one more dimension) plus a
+  multiplicative re-mask, computed at run time from the mask: no N×N buffer, no ±1e8, no bool ``Where``;
 - the SE-free blocks need no shape-dependent pooling; the scale ratio HR/LR must be an exact integer (checked);
 - the HR result is composited with the known HR pixels, and hole HF comes only from known patches.
 
@@ -28,8 +28,10 @@ costs the same at every size, so the HR path is what scales. It is laid out as f
 is filled and the result composited by selects, and where the target runs data-dependent shapes only hole
 patches are computed and composited, then scattered into the input image (``dense`` multiplies hole queries by
 known keys; ``top1`` reads only LR windows and its source patches' windows, so the input's pooling and the
-scatter are its only passes over the HR image). ``benchmarks/upscaler_forms.py`` measures it against the
-original formulation (``upscale_form="reference"``), which the tests hold it equal to.
+scatter are its only passes over the HR image). That form also computes only the hole queries' rows of the
+attention (:meth:`NeuralPatchMatch.hole_rows`), a quarter of the N² work for a typical mask at every size.
+``benchmarks/upscaler_forms.py`` measures it against the original formulation (``upscale_form="reference"``),
+which the tests hold it equal to.
 
 Default preset ``rethined`` (4,381,606 parameters train-time, 4,343,718 deployed; the paper's Table 3 says 4.3M,
 which no released code matches):
@@ -45,7 +47,9 @@ which no released code matches):
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +140,15 @@ def tokens_to_image(tokens: torch.Tensor, patch: int, grid: tuple[int, int]) -> 
     return F.pixel_shuffle(tokens.transpose(1, 2).unflatten(2, grid), patch)
 
 
+@dataclass(frozen=True)
+class HoleRows:
+    """The attention rows of one batch item's hole queries, the only rows a hole patch's output reads: what the
+    ``compact`` form computes instead of all N² weights."""
+
+    queries: torch.Tensor  # (n,) the hole tokens (any hole pixel), ascending
+    weights: torch.Tensor  # (n, N) their rows of the attention
+
+
 class NeuralPatchMatch(nn.Module):
     """Masked patch attention at LR (paper §3.3): ``A = softmax(QKᵀ/√d_k)`` restricted to known keys."""
 
@@ -148,28 +161,73 @@ class NeuralPatchMatch(nn.Module):
         # coherence layer: a light conv that smooths transitions between mixed patches (paper §3.3)
         self.coherence = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
 
+    def _tokens(self, coarse: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
+        tokens = patches_to_tokens(coarse, self.patch)
+        return tokens if feature is None else torch.cat([tokens, feature.flatten(2).transpose(1, 2)], dim=2)
+
+    # The key mask's bias rides in the product as one more dimension: [q/√d_k, 1]·[k, −bias·hole] is the masked
+    # logit QKᵀ/√d_k − bias·hole_key, with no pass over the N² logits (as long as a tenth of QKᵀ on a CPU).
+    def _queries(self, tokens: torch.Tensor) -> torch.Tensor:
+        queries = self.to_q(tokens) * (1.0 / math.sqrt(self.d_k))
+        return torch.cat([queries, torch.ones_like(queries[..., :1])], dim=-1)
+
+    def _keys(self, tokens: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.to_k(tokens), -MASK_BIAS * hole_tokens.unsqueeze(-1)], dim=-1)
+
+    @staticmethod
+    def _weights(logits: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
+        """Softmax rows over the known keys (``hole_tokens``: the keys' (…, 1, N) hole flags); all 0 if none."""
+        known_keys = 1.0 - hole_tokens
+        weights = torch.softmax(logits, dim=-1) * known_keys
+        return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
     def attention(self, coarse: torch.Tensor, feature: torch.Tensor | None, hole_tokens: torch.Tensor
                   ) -> torch.Tensor:
         """(B, N, N) attention; row i sums to 1 over the known keys (0 everywhere if the image has none)."""
-        tokens = patches_to_tokens(coarse, self.patch)
-        if feature is not None:
-            tokens = torch.cat([tokens, feature.flatten(2).transpose(1, 2)], dim=2)
-        logits = self.to_q(tokens) @ self.to_k(tokens).transpose(1, 2) * (1.0 / math.sqrt(self.d_k))
-        known_keys = (1.0 - hole_tokens).unsqueeze(1)  # (B, 1, N)
-        weights = torch.softmax(logits - MASK_BIAS * (1.0 - known_keys), dim=-1) * known_keys
-        return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        tokens = self._tokens(coarse, feature)
+        logits = self._queries(tokens) @ self._keys(tokens, hole_tokens).transpose(1, 2)
+        return self._weights(logits, hole_tokens.unsqueeze(1))
 
-    def forward(self, coarse: torch.Tensor, feature: torch.Tensor | None, mask_lr: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (LR result before compositing, attention (B,N,N), hole flag per token (B,N,1))."""
+    def hole_rows(self, coarse: torch.Tensor, feature: torch.Tensor | None, hole_tokens: torch.Tensor
+                  ) -> list[HoleRows]:
+        """:meth:`attention`'s rows of the hole queries, per batch item: (holes × N) of the N² work."""
+        tokens = self._tokens(coarse, feature)
+        keys = self._keys(tokens, hole_tokens)
+        rows = []
+        for item in range(coarse.shape[0]):
+            queries = (hole_tokens[item] > 0).nonzero().flatten()
+            logits = self._queries(tokens[item].index_select(0, queries)) @ keys[item].transpose(0, 1)
+            rows.append(HoleRows(queries, self._weights(logits, hole_tokens[item].unsqueeze(0))))
+        return rows
+
+    def forward(self, coarse: torch.Tensor, feature: torch.Tensor | None, mask_lr: torch.Tensor,
+                compact: bool = False) -> tuple[torch.Tensor, torch.Tensor | list[HoleRows], torch.Tensor]:
+        """Returns (LR result before compositing, attention, hole flag per token (B,N,1)); the attention is (B,N,N),
+        or with ``compact`` only its hole rows (:class:`HoleRows` per item), which is all that the output reads:
+        a known token keeps its own value."""
         grid = (coarse.shape[-2] // self.patch, coarse.shape[-1] // self.patch)
         hole_tokens = F.max_pool2d(mask_lr, self.patch, self.patch).flatten(1)  # any hole pixel → hole patch
-        attention = self.attention(coarse, feature, hole_tokens)
         values = patches_to_tokens(coarse, self.patch)
         hole = hole_tokens.unsqueeze(2)
-        mixed = hole * (attention @ values) + (1.0 - hole) * values
+        if compact:
+            attention = self.hole_rows(coarse, feature, hole_tokens)
+            mixed = _mixed_hole_rows(attention, values, hole)
+        else:
+            attention = self.attention(coarse, feature, hole_tokens)
+            mixed = hole * (attention @ values) + (1.0 - hole) * values
         image = tokens_to_image(mixed, self.patch, grid)
         return image + self.coherence(torch.cat([image, mask_lr], dim=1)), attention, hole
+
+
+def _mixed_hole_rows(attention: list[HoleRows], values: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """``hole·(A·V) + (1 − hole)·V`` (B, N, C) from the hole rows alone: every other row has hole 0 and keeps V."""
+    n = values.shape[1]
+    index = torch.cat([rows.queries + item * n for item, rows in enumerate(attention)])
+    weight = hole.flatten(0, 1).index_select(0, index)
+    mixed = torch.cat([rows.weights @ values[item] for item, rows in enumerate(attention)])
+    flat = values.flatten(0, 1)
+    mixed = weight * mixed + (1.0 - weight) * flat.index_select(0, index)
+    return flat.index_put((index,), mixed).view_as(values)
 
 
 def gaussian_taps(sigma: float, taps: int) -> torch.Tensor:
@@ -202,21 +260,25 @@ class GaussianLowPass(nn.Module):
         column_norm = self._blur_columns(torch.ones_like(x[:1, :1, :, :1]))  # (1,1,H,1)
         return self._blur_columns(self._blur_rows(x) / row_norm) / column_norm
 
-    def valid(self, windows: torch.Tensor, inside_y: torch.Tensor, inside_x: torch.Tensor, size: int, top: int,
-              left: int) -> torch.Tensor:
-        """The blur of the ``size``×``size`` pixels from (``top``, ``left``) of ``windows`` (n, C, Sy, Sx), which hold
-        their image's pixels with at least the taps' halo around that square; ``inside_y`` (n, 1, Sy) and
-        ``inside_x`` (n, 1, Sx): 1.0 where a row/column is in the image. Pixels outside count as zeros and the border
-        normaliser is the blur of the indicator, as :meth:`forward`. The valid convolutions are products with each
-        window's band of the taps (zero outside the image, divided by the normaliser): on a batch of small windows
-        a matrix product runs at the machine's peak, where a depthwise convolution is laid out for one large image,
-        and the indicator and the normaliser cost no pass over the windows."""
+    def valid(self, pieces: list[tuple[torch.Tensor, torch.Tensor]], inside_y: torch.Tensor, inside_x: torch.Tensor,
+              size: int, top: int, left: int) -> torch.Tensor:
+        """The blur of the ``size``×``size`` pixels from (``top``, ``left``) of windows (n, C, Sy, Sx) that hold their
+        image's pixels with at least the taps' halo around that square, given as column ``pieces``: (n, C, Sy, w)
+        each, with the positions (w,) of its columns in the window. ``inside_y`` (n, 1, Sy) and ``inside_x``
+        (n, 1, Sx): 1.0 where a row/column is in the image. Pixels outside count as zeros and the border normaliser
+        is the blur of the indicator, as :meth:`forward`. The valid convolutions are products with each window's
+        band of the taps (zero outside the image, divided by the normaliser): on a batch of small windows a matrix
+        product runs at the machine's peak, where a depthwise convolution is laid out for one large image, and the
+        indicator and the normaliser cost no pass over the windows. Each piece multiplies its rows of the band, so
+        the window is never assembled (a ``Concat`` of narrow pieces copies per row)."""
 
         def window_band(inside: torch.Tensor, start: int) -> torch.Tensor:  # (n, 1, S) -> (n, 1, S, size)
             band = self._band(inside.shape[-1], size, start - self.taps.numel() // 2)
             return (inside.transpose(1, 2) * band / (inside @ band)).unsqueeze(1)
 
-        return window_band(inside_y, top).transpose(2, 3) @ (windows @ window_band(inside_x, left))
+        band_x = window_band(inside_x, left)
+        across = functools.reduce(torch.add, (piece @ band_x.index_select(2, at) for piece, at in pieces))
+        return window_band(inside_y, top).transpose(2, 3) @ across
 
     def _band(self, length: int, outputs: int, offset: int) -> torch.Tensor:
         """(length, outputs): column ``i`` holds the taps at rows ``offset + i`` onwards (a valid convolution)."""
@@ -290,6 +352,18 @@ class PatchRows:
         index = _indices(self.rows_of(item, tokens, channels))
         return self.table(image).index_select(0, index).view(-1, channels, self.patch, self.patch)
 
+    def segments(self, image: torch.Tensor, item: int, at_rows: torch.Tensor, size: int, index: torch.Tensor
+                 ) -> torch.Tensor:
+        """(n, c, R, k·size): rows ``at_rows`` (n, R) of batch item ``item`` of ``image`` (B, c, H, W), clamped to
+        the image, each cut to its segments ``index`` (n, k) of ``size`` pixels (any divisor of the width): one
+        gather of the image as rows of ``size`` pixels."""
+        channels, height, width = image.shape[1:]
+        planes = torch.arange(item * channels, (item + 1) * channels, device=at_rows.device).view(1, -1, 1)
+        image_rows = planes * height + at_rows.clamp(0, height - 1).unsqueeze(1)  # (n, c, R)
+        table_rows = image_rows.unsqueeze(-1) * (width // size) + index.view(-1, 1, 1, index.shape[-1])
+        found = image.reshape(-1, size).index_select(0, _indices(table_rows))
+        return found.view(*image_rows.shape, index.shape[-1] * size)
+
     def placed(self, tokens: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """A (1, C, H, W) image whose patch ``t`` is row ``rank[t]`` of ``tokens`` (n, C·P²) (rank: (gh·gw,))."""
         gh, gw = self.grid
@@ -328,8 +402,9 @@ class AttentionUpscaling(nn.Module):
       composited on its own and written into the input image by one scatter (known patches hold only known pixels,
       which compositing keeps). ``dense``: only known keys have weight, so the product is ``A[hole, known] ·
       HF[known]``: (holes·known)/N² of the dense work. ``top1``: each hole patch takes ``base`` from an LR window
-      and the HF of its source patch, low-passed on that patch's window (the patch and the Gaussian's halo), so no
-      op but the scatter reads or writes the whole HR image.
+      and the HF of its source patch, low-passed on that patch's window (the patch and the Gaussian's halo; only
+      the halo is filled, the patch being known), so no op but the scatter reads or writes the whole HR image. The
+      attention arrives as the hole queries' rows only (:class:`HoleRows`).
     - ``reference``: the original formulation (unshuffle, mix, shuffle), kept to test the others against.
     """
 
@@ -341,13 +416,19 @@ class AttentionUpscaling(nn.Module):
         self.lowpass = GaussianLowPass(sigma, taps)
         self.halo = taps // 2
 
-    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
-                hole_tokens: torch.Tensor) -> torch.Tensor:
+    @property
+    def compact(self) -> bool:
+        """Whether this upscaler runs the ``compact`` form, which reads only the hole queries' attention rows."""
+        return self.form == "compact" and (self.mode == "dense" or self.k == 1)
+
+    def forward(self, lr_result: torch.Tensor, attention: torch.Tensor | list[HoleRows], image: torch.Tensor,
+                mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
         """The HR result with the known pixels of ``image`` kept exactly (``mask`` (B,1,H,W): a hole where > 0.5,
-        as :func:`composite`); ``hole_tokens``: (B, N) 1.0 for a patch with any hole pixel."""
+        as :func:`composite`); ``attention``: (B, N, N), or its hole rows in the compact form; ``hole_tokens``:
+        (B, N) 1.0 for a patch with any hole pixel."""
         scale = image.shape[-1] // lr_result.shape[-1]
         rows = PatchRows(*image.shape, self.patch * scale)
-        if self.form == "compact" and (self.mode == "dense" or self.k == 1):
+        if self.compact:
             return self._compact(rows, lr_result, attention, image, mask, hole_tokens)
         base = self._upsampled(lr_result, scale)
         hole = hole_of(mask)
@@ -404,27 +485,26 @@ class AttentionUpscaling(nn.Module):
                   for item in range(attention.shape[0])]
         return torch.cat(placed) if len(placed) > 1 else placed[0]
 
-    def _compact(self, rows: PatchRows, lr_result: torch.Tensor, attention: torch.Tensor, image: torch.Tensor,
+    def _compact(self, rows: PatchRows, lr_result: torch.Tensor, attention: list[HoleRows], image: torch.Tensor,
                  mask: torch.Tensor, hole_tokens: torch.Tensor) -> torch.Tensor:
         """Hole patches only, each composited with its known pixels and written into ``image`` by one scatter."""
         if self.mode == "dense":
             base = self._upsampled(lr_result, rows.patch // self.patch)
             high = self._high(base, image, hole_of(mask))
         written, patches = [], []
-        for item in range(attention.shape[0]):
-            hole = hole_tokens[item] > 0
-            queries = hole.nonzero().flatten()
+        for item, hole_rows in enumerate(attention):
+            queries = hole_rows.queries
             if self.mode == "dense":
-                keys = (~hole).nonzero().flatten()
-                weights = _rows_of(attention, item, queries).index_select(1, keys)
+                keys = (hole_tokens[item] <= 0).nonzero().flatten()  # the complement of the queries
+                weights = hole_rows.weights.index_select(1, keys)
                 mixed = weights @ rows.patches(high, item, keys).flatten(1)
                 filled = rows.patches(base, item, queries) + mixed.view(-1, image.shape[1], rows.patch, rows.patch)
             else:
                 any_known = (hole_tokens[item] < 1).any().to(image.dtype)  # a key with weight: attention not all 0
-                filled = self._top1_patches(rows, item, lr_result, image, mask, _rows_of(attention, item, queries),
-                                            queries, any_known)
+                filled = self._top1_patches(rows, item, lr_result, image, mask, hole_rows.weights, queries, any_known)
             known = rows.patches(image, item, queries)
-            patches.append(_select_patches(hole_of(rows.patches(mask, item, queries)), filled.clamp(0.0, 1.0), known))
+            hole = hole_of(rows.patches(mask, item, queries))
+            patches.append(select(hole, filled.clamp(0.0, 1.0), known, expand=False))
             written.append(rows.rows_of(item, queries, image.shape[1]))
         return rows.written(image, torch.cat(written), torch.cat(patches))
 
@@ -436,18 +516,22 @@ class AttentionUpscaling(nn.Module):
         known patch, where attention is all zero and the reference adds no HF."""
         _, source = torch.topk(attention, 1, dim=-1)
         high = self._window_high(rows, item, lr_result, image, mask, source.flatten()) * any_known
-        return self._base_windows(rows, item, lr_result, queries, 0, 0) + high
+        inner = range(rows.patch)
+        return self._base_windows(rows, item, lr_result, queries, [(inner, inner)])[0] + high
 
-    def _base_windows(self, rows: PatchRows, item: int, lr_result: torch.Tensor, tokens: torch.Tensor, pad_y: int,
-                      pad_x: int) -> torch.Tensor:
-        """(n, C, P + 2·pad_y, P + 2·pad_x): ``base`` on patches ``tokens`` and the pixels around them, interpolated
+    def _base_windows(self, rows: PatchRows, item: int, lr_result: torch.Tensor, tokens: torch.Tensor,
+                      pieces: list[tuple[Sequence[int], Sequence[int]]]) -> list[torch.Tensor]:
+        """``base`` on each of ``pieces``, the pixels (rows × columns) at those offsets from each patch's top-left
+        pixel, within a patch of it: (n, C, rows, columns) per piece, on patches ``tokens``, interpolated
         from LR windows of each patch and a margin as ``Uy · window · Uxᵀ`` (U: the bilinear weights, the same for
         every patch). With the window's indices clamped at the image edge (the border rows repeated, as bilinear's
         own clamp) every pixel interpolates inside its window as inside the image, so it equals the
         full-resolution upsample there."""
         channels, height, width = lr_result.shape[1:]
         scale = rows.patch // self.patch
-        margin = math.ceil((max(pad_y, pad_x) - 0.5) / scale + 0.5)  # the LR pixels that the pads' samples reach
+        offsets = [offset for piece in pieces for axis in piece for offset in axis]
+        reach = max(-min(offsets), max(offsets) - (rows.patch - 1))  # the pixels furthest outside the patch
+        margin = math.ceil((reach - 0.5) / scale + 0.5)  # the LR pixels that their samples reach
         span = torch.arange(self.patch + 2 * margin, device=tokens.device) - margin
         top, left = _patch_origins(tokens, rows.grid[1], self.patch)
         ys, xs = (top + span).clamp(0, height - 1), (left + span).clamp(0, width - 1)  # (n, L)
@@ -455,23 +539,25 @@ class AttentionUpscaling(nn.Module):
         index = planes.view(1, -1, 1, 1) + (ys * width).view(-1, 1, span.numel(), 1) + xs.view(-1, 1, 1, span.numel())
         windows = lr_result.reshape(-1).index_select(0, _indices(index)).view(index.shape)
 
-        def weights(pad: int) -> torch.Tensor:
-            start = margin - (pad - 0.5) / scale - 0.5  # the LR coordinate of the first output, in the window
-            return _bilinear_weights(scale, rows.patch + 2 * pad, start, span.numel()).to(lr_result)
+        def weights(pixels: Sequence[int]) -> torch.Tensor:
+            return _bilinear_weights(scale, pixels, margin, span.numel()).to(lr_result)
 
-        return weights(pad_y) @ windows @ weights(pad_x).transpose(0, 1)
+        return [weights(ys) @ windows @ weights(xs).transpose(0, 1) for ys, xs in pieces]
 
     def _window_high(self, rows: PatchRows, item: int, lr_result: torch.Tensor, image: torch.Tensor,
                      mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(n, C, P, P): the high frequencies of known patches ``tokens`` of item ``item``'s hole-filled image, equal
-        to :meth:`_high` there. Each patch is gathered with the Gaussian's halo: its rows, plus strips of the
-        neighbouring columns (``strip`` pixels, the smallest divisor of P that covers the halo), each a gather of
-        contiguous segments, not of pixels; the blur's bands start where the halo does."""
+        to :meth:`_high` there. Each patch is blurred on its window: the patch, the Gaussian's halo above and below
+        it, and strips of the neighbouring columns (``strip`` pixels, the smallest divisor of P that covers the
+        halo), each a gather of contiguous segments, not of pixels. The patch is known, so only the halo rows and the
+        strips are filled from ``base``; the blur's bands start where the halo does."""
         height, width = image.shape[-2:]
         patch, halo = rows.patch, self.halo
         strip = _strip_width(patch, halo)
         top, left = _patch_origins(tokens, rows.grid[1], patch)
-        ys = top + torch.arange(patch + 2 * halo, device=tokens.device) - halo  # (n, Sy)
+        window_rows, halo_rows = range(-halo, patch + halo), [*range(-halo, 0), *range(patch, patch + halo)]
+        own_columns, strip_columns = range(patch), [*range(-strip, 0), *range(patch, patch + strip)]
+        ys = top + torch.tensor(window_rows, device=tokens.device)  # (n, Sy)
         xs = left + torch.arange(patch + 2 * strip, device=tokens.device) - strip  # (n, Sx)
         inside_y = ((ys >= 0) & (ys < height)).to(image.dtype).unsqueeze(1)  # (n, 1, Sy)
         inside_x = ((xs >= 0) & (xs < width)).to(image.dtype).unsqueeze(1)
@@ -479,40 +565,28 @@ class AttentionUpscaling(nn.Module):
         sides = (column * (patch // strip) + torch.tensor([-1, patch // strip], device=tokens.device)
                  ).clamp(0, width // strip - 1)  # (n, 2): the strips left and right of the patch
 
-        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, c, H, W) -> item's (n, c, Sy, Sx)
-            channels = x.shape[1]
-            planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device).view(1, -1, 1)
-            image_rows = planes * height + ys.clamp(0, height - 1).unsqueeze(1)  # (n, c, Sy)
-            own = x.reshape(-1, patch).index_select(0, _indices(image_rows * (width // patch) + column.view(-1, 1, 1)))
-            strips = x.reshape(-1, strip).index_select(
-                0, _indices(image_rows.unsqueeze(-1) * (width // strip) + sides.view(-1, 1, 1, 2)))
-            own, strips = own.view(*image_rows.shape, patch), strips.view(*image_rows.shape, 2 * strip)
-            return torch.cat([strips[..., :strip], own, strips[..., strip:]], dim=-1)
+        def filled(at_rows: torch.Tensor, size: int, index: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+            known = rows.segments(image, item, at_rows, size, index)
+            return select(hole_of(rows.segments(mask, item, at_rows, size, index)), base, known, expand=False)
 
-        base = self._base_windows(rows, item, lr_result, tokens, halo, strip)
-        window = _select_patches(hole_of(windows(mask)), base, windows(image))
-        lowpass = self.lowpass.valid(window, inside_y, inside_x, patch, halo, strip)
-        return rows.patches(image, item, tokens) - lowpass  # a known patch: no hole to fill in its own pixels
-
-
-def _rows_of(attention: torch.Tensor, item: int, queries: torch.Tensor) -> torch.Tensor:
-    """Rows ``queries`` of item ``item``'s attention (B, N, N), gathered from the whole tensor: ``attention[item]``
-    is a copy of all N² weights in ONNX Runtime."""
-    return attention.flatten(0, 1).index_select(0, queries + item * attention.shape[1])
+        halo_base, strip_base = self._base_windows(rows, item, lr_result, tokens,
+                                                   [(halo_rows, own_columns), (window_rows, strip_columns)])
+        halos = filled(top + torch.tensor(halo_rows, device=tokens.device), patch, column, halo_base)
+        own = rows.patches(image, item, tokens)
+        pieces = [(torch.cat([halos[:, :, :halo], own, halos[:, :, halo:]], dim=2), own_columns),
+                  (filled(ys, strip, sides, strip_base), strip_columns)]
+        lowpass = self.lowpass.valid([(piece, torch.tensor(columns, device=tokens.device) + strip)
+                                      for piece, columns in pieces], inside_y, inside_x, patch, halo, strip)
+        return own - lowpass
 
 
-def _select_patches(hole: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """:func:`select` for batches of patches, with the map broadcast over the channels: cheaper than expanding it
-    at this size (at 4096² the other way round). Exact on both sides, so the hole's content never shows."""
-    return inside * hole + outside * (1.0 - hole)
-
-
-def _bilinear_weights(scale: int, size: int, start: float, inputs: int) -> torch.Tensor:
-    """(size, inputs): the weights of bilinear upsampling by ``scale`` (half-pixel centres) for ``size`` outputs
-    whose first samples input coordinate ``start``; every sample lies within the ``inputs``."""
-    weights = torch.zeros(size, inputs, dtype=torch.float64)
-    for j in range(size):
-        coordinate = start + j / scale
+def _bilinear_weights(scale: int, pixels: Sequence[int], margin: int, inputs: int) -> torch.Tensor:
+    """(len(pixels), inputs): the weights of bilinear upsampling by ``scale`` (half-pixel centres) at the HR
+    ``pixels`` (offsets from a patch's first pixel) from an LR window that starts ``margin`` pixels before the
+    patch; every sample lies within the window's ``inputs``."""
+    weights = torch.zeros(len(pixels), inputs, dtype=torch.float64)
+    for j, pixel in enumerate(pixels):
+        coordinate = margin + (pixel + 0.5) / scale - 0.5
         low = min(math.floor(coordinate), inputs - 1)
         weights[j, low] += 1.0 - (coordinate - low)
         if coordinate > low:
@@ -562,7 +636,8 @@ class Rethined(InpaintingPipeline):
             mask_lr, image_lr = mask, image * (1.0 - hole_of(mask))
         coarse, feature = self.coarse(torch.cat([image_lr, mask_lr], dim=1))
         coarse = image_lr + coarse * mask_lr
-        refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None, mask_lr)
+        refined, attention, hole_tokens = self.npm(coarse, feature if self.config.feature_conditioning else None,
+                                                   mask_lr, compact=self.upscaler.compact)
         lr_result = image_lr + refined.clamp(0.0, 1.0) * mask_lr
         if scale == 1:
             return composite(image, lr_result, mask)
