@@ -5,9 +5,9 @@ they differ in how the high-resolution work is laid out (``rethined_bench.models
 
     reference  unshuffle the HR high frequencies into tokens, mix, shuffle back (6-D transposes at 4096²), the
                Gaussian normaliser as two divisions;
-    exported   what ``rbench export --target onnx`` builds (``compact``): hole patches only, composited and
-               scattered into the input image; ``top1`` reads LR windows and each hole patch's source window,
-               ``dense`` multiplies hole queries by known keys.
+    exported   what ``rbench export --target onnx`` builds (``compact``): the hole queries' attention rows only,
+               hole patches only, composited and scattered into the input image; ``top1`` reads LR windows and
+               each hole patch's source window, ``dense`` multiplies hole queries by known keys.
 
 Both are exported by ``exporters.onnx.export_onnx`` (opset 18, onnxsim) from the deploy form and run on ONNX
 Runtime's CPU EP through rbench's ``create_session`` (2 intra-op threads). Timing is interleaved: ``--rounds``
