@@ -352,7 +352,8 @@ class PatchRows:
         index = _indices(self.rows_of(item, tokens, channels))
         return self.table(image).index_select(0, index).view(-1, channels, self.patch, self.patch)
 
-    def segments(self, image: torch.Tensor, item: int, at_rows: torch.Tensor, size: int, index: torch.Tensor
+    @staticmethod
+    def segments(image: torch.Tensor, item: int, at_rows: torch.Tensor, size: int, index: torch.Tensor
                  ) -> torch.Tensor:
         """(n, c, R, k·size): rows ``at_rows`` (n, R) of batch item ``item`` of ``image`` (B, c, H, W), clamped to
         the image, each cut to its segments ``index`` (n, k) of ``size`` pixels (any divisor of the width): one
@@ -527,22 +528,19 @@ class AttentionUpscaling(nn.Module):
         every patch). With the window's indices clamped at the image edge (the border rows repeated, as bilinear's
         own clamp) every pixel interpolates inside its window as inside the image, so it equals the
         full-resolution upsample there."""
-        channels, height, width = lr_result.shape[1:]
+        width = lr_result.shape[-1]
         scale = rows.patch // self.patch
         offsets = [offset for piece in pieces for axis in piece for offset in axis]
         reach = max(-min(offsets), max(offsets) - (rows.patch - 1))  # the pixels furthest outside the patch
         margin = math.ceil((reach - 0.5) / scale + 0.5)  # the LR pixels that their samples reach
         span = torch.arange(self.patch + 2 * margin, device=tokens.device) - margin
         top, left = _patch_origins(tokens, rows.grid[1], self.patch)
-        ys, xs = (top + span).clamp(0, height - 1), (left + span).clamp(0, width - 1)  # (n, L)
-        planes = torch.arange(item * channels, (item + 1) * channels, device=tokens.device) * (height * width)
-        index = planes.view(1, -1, 1, 1) + (ys * width).view(-1, 1, span.numel(), 1) + xs.view(-1, 1, 1, span.numel())
-        windows = lr_result.reshape(-1).index_select(0, _indices(index)).view(index.shape)
+        windows = PatchRows.segments(lr_result, item, top + span, 1, (left + span).clamp(0, width - 1))  # (n,C,L,L)
 
         def weights(pixels: Sequence[int]) -> torch.Tensor:
             return _bilinear_weights(scale, pixels, margin, span.numel()).to(lr_result)
 
-        return [weights(ys) @ windows @ weights(xs).transpose(0, 1) for ys, xs in pieces]
+        return [weights(at_rows) @ windows @ weights(at_columns).transpose(0, 1) for at_rows, at_columns in pieces]
 
     def _window_high(self, rows: PatchRows, item: int, lr_result: torch.Tensor, image: torch.Tensor,
                      mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
